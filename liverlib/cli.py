@@ -1,0 +1,131 @@
+"""The ``liverlib`` command line.
+
+Every subcommand turns a :class:`~liverlib.errors.LiverlibError` into one line
+on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from liverlib.errors import LiverlibError, NotYetImplemented
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+def _cmd_phantoms(args: argparse.Namespace) -> int:
+    from liverlib.phantoms import write_cohort
+
+    paths = write_cohort(args.out, cases=args.cases, seed=args.seed, size=args.size, workers=args.workers)
+    print(f"wrote {len(paths)} phantom cases to {args.out} (seed {args.seed})")
+    return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from liverlib.check import check_folder
+
+    return check_folder(args.data, workers=args.workers)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from liverlib.config import resolve
+
+    overrides = list(args.set or [])
+    if args.data is not None:
+        overrides.append(f"data.dir={args.data.resolve()}")
+    resolve(args.profile, overrides)  # validate every --set before anything starts
+    from liverlib.runner import run
+
+    return run(profile=args.profile, out=args.out, overrides=overrides)
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from liverlib.inference import predict_file
+
+    predict_file(args.input, args.output, run_dir=args.run, fold=args.fold, use_crf=not args.no_crf)
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from liverlib.evaluate import evaluate_folder
+
+    return evaluate_folder(args.pred_dir, args.ref_dir, out=args.out)
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from liverlib.bench import run_benchmarks
+
+    return run_benchmarks(out=args.out)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="liverlib",
+        description="Mixed-UNet liver and lesion segmentation: data, training, CRF, evaluation.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("phantoms", help="write a synthetic phantom cohort in LiTS layout")
+    p.add_argument("out", type=Path, help="output folder")
+    p.add_argument("--cases", type=int, default=20, help="number of cases (default 20)")
+    p.add_argument("--seed", type=int, default=7, help="cohort seed (default 7)")
+    p.add_argument("--size", type=int, default=256, help="in-plane voxels (default 256)")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel processes")
+    p.set_defaults(func=_cmd_phantoms)
+
+    p = sub.add_parser("check", help="validate a LiTS or MSD Task03 folder")
+    p.add_argument("data", type=Path, help="data folder")
+    p.add_argument("--workers", type=int, default=1, help="parallel processes")
+    p.set_defaults(func=_cmd_check)
+
+    p = sub.add_parser("run", help="run notebooks 01-07 headless into a run folder")
+    p.add_argument("--profile", choices=("smoke", "default", "paper"), default="default")
+    p.add_argument("--data", type=Path, default=None, help="LiTS/MSD folder (default: phantoms)")
+    p.add_argument("--out", type=Path, default=None, help="run folder (default runs/PROFILE)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("predict", help="segment one CT with a trained run")
+    p.add_argument("input", type=Path, help="input CT, .nii or .nii.gz")
+    p.add_argument("output", type=Path, help="output label volume, .nii.gz")
+    p.add_argument("--run", type=Path, required=True, help="trained run folder")
+    p.add_argument("--fold", type=int, default=None, help="use one fold's models (default: all)")
+    p.add_argument("--no-crf", action="store_true", help="skip the 3D CRF")
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("evaluate", help="score predictions against references (LiTS metrics)")
+    p.add_argument("pred_dir", type=Path)
+    p.add_argument("ref_dir", type=Path)
+    p.add_argument("--out", type=Path, default=None, help="long-format CSV")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("bench", help="speed and memory benchmarks")
+    p.add_argument("--out", type=Path, default=None, help="JSON file (default: stdout)")
+    p.set_defaults(func=_cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``liverlib`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except LiverlibError as exc:
+        print(f"liverlib {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith("liverlib."):
+            print(f"liverlib {args.command}: not implemented yet ({exc.name} lands in a later issue)", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        raise
+    except KeyboardInterrupt:
+        print(f"liverlib {args.command}: interrupted; completed outputs are kept, rerun to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""Profiles, ``--set`` overrides and the run's ``config.yaml``.
+
+The profiles live in ``profiles.yaml`` next to this module: a ``base`` with
+every key and three profiles (``smoke``, ``default``, ``paper``) that override
+some of them.
+"""
+
+from __future__ import annotations
+
+import copy
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+from liverlib.atomic import write_text
+from liverlib.errors import ConfigError
+
+PROFILES = ("smoke", "default", "paper")
+
+
+def _load_profiles_file() -> dict[str, Any]:
+    text = resources.files("liverlib").joinpath("profiles.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def _merge(base: dict, override: dict, where: str = "") -> dict:
+    """Deep-merge ``override`` into a copy of ``base``; unknown keys are errors."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        name = f"{where}{key}"
+        if key not in out:
+            raise ConfigError(f"unknown config key '{name}'; known: {', '.join(sorted(out))}")
+        if isinstance(out[key], dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"config key '{name}' is a section; set one of its keys, e.g. '{name}.{next(iter(out[key]))}'")
+            out[key] = _merge(out[key], value, f"{name}.")
+        else:
+            out[key] = _check_type(name, out[key], value)
+    return out
+
+
+def _check_type(name: str, old: Any, new: Any) -> Any:
+    """Keep a key's type: ints may become floats, nothing else changes type."""
+    if old is None or new is None:
+        return new
+    if isinstance(old, bool) or isinstance(new, bool):
+        if isinstance(old, bool) and isinstance(new, bool):
+            return new
+    elif isinstance(old, (int, float)) and isinstance(new, (int, float)):
+        return float(new) if isinstance(old, float) else new
+    elif isinstance(old, list) and isinstance(new, list):
+        if len(old) != len(new):
+            raise ConfigError(f"config key '{name}' takes {len(old)} values, got {len(new)}")
+        return [_check_type(name, o, n) for o, n in zip(old, new)]
+    elif type(old) is type(new):
+        return new
+    raise ConfigError(f"config key '{name}' expects type {type(old).__name__}, got {new!r}")
+
+
+def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
+    """Turn ``["train.epochs=3", "data.dir=/x"]`` into a nested dict.
+
+    Values are parsed as YAML, so ``3`` is an int, ``1e-3`` a float, ``[1, 2]``
+    a list and ``true`` a bool.
+    """
+    dotted: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set takes KEY=VALUE, got '{item}'")
+        value = yaml.safe_load(raw) if raw.strip() else ""
+        if isinstance(value, str) and _is_float(raw):
+            value = float(raw)
+        dotted[key.strip()] = value
+    return nest(dotted)
+
+
+def nest(dotted: dict[str, Any]) -> dict[str, Any]:
+    """``{"train.epochs": 3}`` -> ``{"train": {"epochs": 3}}``."""
+    nested: dict[str, Any] = {}
+    for key, value in dotted.items():
+        node = nested
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"config key '{key}' conflicts with another override")
+        node[parts[-1]] = value
+    return nested
+
+
+def _is_float(text: str) -> bool:
+    # YAML 1.1 reads "1e-3" as a string; users mean a float.
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def resolve(profile: str = "default", overrides: Iterable[str] | dict | None = None) -> dict[str, Any]:
+    """Return the resolved configuration of ``profile`` with ``overrides`` applied.
+
+    Parameters
+    ----------
+    profile : {"smoke", "default", "paper"}
+    overrides : list of "KEY=VALUE" strings, or a dict (nested, or with dotted keys), optional
+
+    Raises
+    ------
+    ConfigError
+        For an unknown profile, an unknown key or a value of the wrong type.
+    """
+    table = _load_profiles_file()
+    if profile not in table["profiles"]:
+        raise ConfigError(f"unknown profile '{profile}'; choose one of {', '.join(PROFILES)}")
+    config = _merge(table["base"], table["profiles"][profile] or {})
+    if overrides:
+        if isinstance(overrides, dict):
+            overrides = nest(overrides)
+        else:
+            overrides = parse_overrides(overrides)
+        config = _merge(config, overrides)
+    config["profile"] = profile
+    return config
+
+
+def write_config(config: dict[str, Any], path: str | Path) -> Path:
+    """Write the resolved config as YAML, atomically."""
+    return write_text(path, yaml.safe_dump(config, sort_keys=False))
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    """Read a run's ``config.yaml``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("no config.yaml here; is this a liverlib run folder?", path.parent)
+    return yaml.safe_load(path.read_text())

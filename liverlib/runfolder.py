@@ -1,0 +1,114 @@
+"""The run folder: its layout, its config and where its data comes from.
+
+::
+
+    RUN/
+      config.yaml        resolved profile plus overrides
+      splits.json        patient-level folds
+      notebooks/         executed notebooks
+      models/fold-K/     liver.keras, lesion.keras, history.csv
+      predictions/       per-case label volumes, before and after CRF
+      tables/            metrics.csv and the Dice tables
+      figures/           the paper's figures, regenerated
+
+Shared, reusable artefacts (the phantom cohort, the slice cache) live outside
+the run, under the cache root (``$LIVERLIB_CACHE`` or ``./cache``), keyed by
+their inputs, so a second run on the same data reuses them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from liverlib import config as config_module
+from liverlib.data import CaseFiles, discover
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """Paths of one run folder."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def splits(self) -> Path:
+        return self.root / "splits.json"
+
+    @property
+    def notebooks(self) -> Path:
+        return self.root / "notebooks"
+
+    @property
+    def predictions(self) -> Path:
+        return self.root / "predictions"
+
+    @property
+    def tables(self) -> Path:
+        return self.root / "tables"
+
+    @property
+    def figures(self) -> Path:
+        return self.root / "figures"
+
+    def model_dir(self, fold: int) -> Path:
+        return self.root / "models" / f"fold-{fold}"
+
+
+def cache_root() -> Path:
+    """Where shared artefacts live: ``$LIVERLIB_CACHE`` or ``./cache``."""
+    return Path(os.environ.get("LIVERLIB_CACHE", "cache")).resolve()
+
+
+def init_run(run_dir: str | Path, profile: str = "default", overrides: dict[str, Any] | list[str] | None = None) -> dict:
+    """Create (or reopen) a run folder and write its resolved ``config.yaml``.
+
+    ``overrides`` are dotted keys (``{"data.dir": "/lits"}``) or ``KEY=VALUE``
+    strings. Rewriting the config of an existing run with other values is
+    allowed (it is the record of what the run now uses).
+    """
+    cfg = config_module.resolve(profile, overrides)
+    run = RunFolder(Path(run_dir))
+    run.root.mkdir(parents=True, exist_ok=True)
+    config_module.write_config(cfg, run.config)
+    return cfg
+
+
+def load_run(run_dir: str | Path) -> dict:
+    """The resolved config of an existing run."""
+    return config_module.read_config(RunFolder(Path(run_dir)).config)
+
+
+def dataset_cases(cfg: dict, workers: int | None = None) -> list[CaseFiles]:
+    """The run's cases: the LiTS/MSD folder of ``data.dir``, or the phantom cohort.
+
+    The phantom cohort is generated once under the cache root and reused.
+    """
+    data = cfg["data"]
+    if data["dir"]:
+        return discover(data["dir"])
+    from liverlib.phantoms import write_cohort
+
+    folder = cache_root() / "phantoms" / f"seed{data['phantom_seed']}-n{data['phantom_cases']}-s{data['phantom_size']}"
+    write_cohort(
+        folder,
+        cases=data["phantom_cases"],
+        seed=data["phantom_seed"],
+        size=data["phantom_size"],
+        workers=workers or cfg["preprocess"]["workers"],
+    )
+    return discover(folder)
+
+
+def data_source(cfg: dict) -> str:
+    """A one-line description of where the run's data comes from."""
+    data = cfg["data"]
+    if data["dir"]:
+        return f"CT folder {data['dir']}"
+    return f"synthetic phantom cohort ({data['phantom_cases']} cases, seed {data['phantom_seed']}, {data['phantom_size']} px)"

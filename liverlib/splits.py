@@ -1,0 +1,71 @@
+"""Patient-level k-fold splits, stored as JSON (nnU-Net v2 style).
+
+Folds split by scan, never by slice: every case is tested exactly once, and no
+slice of a test scan is ever seen in training.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from liverlib.atomic import write_json
+
+
+def kfold_splits(case_ids: list[int], folds: int = 10, seed: int = 0, validation_fraction: float = 0.0) -> list[dict]:
+    """Split case ids into ``folds`` folds of near-equal size.
+
+    Parameters
+    ----------
+    case_ids : list of int
+        One id per scan.
+    folds : int
+        Number of folds k; 130 LiTS scans give 117 train / 13 test per fold.
+    seed : int
+        Seed of the permutation.
+    validation_fraction : float
+        Share of each fold's training scans held out for validation (curves,
+        model selection); never taken from the test fold.
+
+    Returns
+    -------
+    list of dict
+        ``{"fold": k, "train": [...], "val": [...], "test": [...]}``, ids sorted.
+        ``train`` holds every training scan (k-1 folds, e.g. 117 of 130), ``val``
+        the subset of ``train`` held out from fitting for validation.
+    """
+    ids = sorted(int(i) for i in case_ids)
+    if len(set(ids)) != len(ids):
+        raise ValueError("case ids must be unique")
+    if folds < 2:
+        raise ValueError(f"folds must be at least 2, got {folds}")
+    if len(ids) < folds:
+        raise ValueError(f"{folds}-fold cross-validation needs at least {folds} cases, got {len(ids)}")
+    if not 0.0 <= validation_fraction < 1.0:
+        raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction}")
+    rng = np.random.default_rng(seed)
+    order = [ids[i] for i in rng.permutation(len(ids))]
+    chunks = np.array_split(np.arange(len(ids)), folds)
+    out = []
+    for k, chunk in enumerate(chunks):
+        test = sorted(order[i] for i in chunk)
+        rest = [c for c in order if c not in set(test)]
+        n_val = int(round(validation_fraction * len(rest)))
+        if validation_fraction > 0 and len(rest) > 1:
+            n_val = max(1, n_val)
+        val = sorted(rest[:n_val])
+        train = sorted(rest)
+        out.append({"fold": k, "train": train, "val": val, "test": test})
+    return out
+
+
+def write_splits(path: str | Path, folds: list[dict]) -> Path:
+    """Write ``{"folds": [...]}`` to ``path`` atomically."""
+    return write_json(path, {"folds": folds})
+
+
+def read_splits(path: str | Path) -> list[dict]:
+    """Read the folds of a ``splits.json``."""
+    return json.loads(Path(path).read_text())["folds"]

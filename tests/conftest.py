@@ -1,0 +1,56 @@
+"""Shared fixtures: the real CT in tests/data and small NIfTI writers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("LIVERLIB_HEADLESS", "1")
+
+DATA = Path(__file__).parent / "data"
+REAL_CT = DATA / "ct_abdomen_3mm.nii.gz"
+REAL_MASK = DATA / "liver_mask_3mm.nii.gz"
+REAL_CT_FULL = DATA / "ct_abdomen_3mm_full_fov.nii.gz"
+
+
+def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray | None = None) -> Path:
+    """Write ``data`` as NIfTI with ``affine`` (default 1 mm RAS)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(data, np.eye(4) if affine is None else affine), str(path))
+    return path
+
+
+def small_case(shape=(16, 12, 6), seed=0) -> tuple[np.ndarray, np.ndarray]:
+    """A small stored-order (i, j, k) volume in HU and a label with liver and lesion."""
+    rng = np.random.default_rng(seed)
+    image = rng.normal(40, 10, shape).astype(np.int16)
+    label = np.zeros(shape, np.uint8)
+    label[3:10, 2:8, 1:5] = 1
+    label[5:7, 4:6, 2:4] = 2
+    return image, label
+
+
+@pytest.fixture
+def lits_dir(tmp_path: Path) -> Path:
+    """A valid two-case LiTS folder."""
+    root = tmp_path / "lits"
+    for case_id in (0, 1):
+        image, label = small_case(seed=case_id)
+        write_nifti(root / f"volume-{case_id}.nii.gz", image)
+        write_nifti(root / f"segmentation-{case_id}.nii.gz", label)
+    return root
+
+
+@pytest.fixture
+def real_lits_dir(tmp_path: Path) -> Path:
+    """The real CT of tests/data as a one-case LiTS folder (links, no copy)."""
+    root = tmp_path / "real"
+    root.mkdir()
+    (root / "volume-0.nii.gz").symlink_to(REAL_CT.resolve())
+    (root / "segmentation-0.nii.gz").symlink_to(REAL_MASK.resolve())
+    return root

@@ -1,0 +1,75 @@
+"""Profiles, --set overrides and config.yaml."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from liverlib import config
+from liverlib.errors import ConfigError
+
+
+def test_profiles_share_every_key():
+    base = config.resolve("paper")
+    for name in config.PROFILES:
+        cfg = config.resolve(name)
+        assert cfg["profile"] == name
+        assert set(cfg) == set(base)
+        for section in ("data", "preprocess", "augment", "model", "train", "crf", "predict"):
+            assert set(cfg[section]) == set(base[section])
+
+
+def test_paper_profile_is_table_2():
+    cfg = config.resolve("paper")
+    assert cfg["preprocess"]["hu_window"] == [-100, 300]
+    assert cfg["preprocess"]["size"] == 96
+    assert cfg["model"] == {
+        "base_filters": 64, "depth": 4, "dropout": 0.5, "pooling": "mixed", "mixed_inference": "expectation",
+    }
+    train = cfg["train"]
+    assert (train["loss"], train["learning_rate"], train["batch_size"], train["epochs"]) == ("bce", 1e-5, 32, 20)
+    assert cfg["folds"] == 10
+
+
+def test_smoke_and_default_are_smaller():
+    smoke, default, paper = (config.resolve(p) for p in ("smoke", "default", "paper"))
+    assert smoke["model"]["base_filters"] < default["model"]["base_filters"] < paper["model"]["base_filters"]
+    assert smoke["data"]["phantom_cases"] >= smoke["folds"]
+
+
+def test_set_overrides_are_typed_and_validated():
+    cfg = config.resolve("smoke", ["train.epochs=3", "train.learning_rate=1e-3", "data.dir=/data/lits", "crf.enabled=false"])
+    assert cfg["train"]["epochs"] == 3
+    assert cfg["train"]["learning_rate"] == pytest.approx(1e-3)
+    assert cfg["data"]["dir"] == "/data/lits"
+    assert cfg["crf"]["enabled"] is False
+    assert config.resolve("smoke", ["preprocess.roi_margin_mm=5"])["preprocess"]["roi_margin_mm"] == 5.0
+    assert config.resolve("smoke", {"model.base_filters": 16})["model"]["base_filters"] == 16
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("train.epochz=3", "unknown config key 'train.epochz'"),
+        ("nothing=1", "unknown config key 'nothing'"),
+        ("train.epochs=many", "expects type int"),
+        ("train=3", "is a section"),
+        ("preprocess.hu_window=[1, 2, 3]", "takes 2 values"),
+        ("novalue", "KEY=VALUE"),
+    ],
+)
+def test_bad_overrides(override, message):
+    with pytest.raises(ConfigError, match=message):
+        config.resolve("default", [override])
+
+
+def test_unknown_profile():
+    with pytest.raises(ConfigError, match="unknown profile"):
+        config.resolve("huge")
+
+
+def test_config_yaml_round_trip(tmp_path):
+    cfg = config.resolve("smoke", ["seed=5"])
+    path = config.write_config(cfg, tmp_path / "run" / "config.yaml")
+    assert yaml.safe_load(path.read_text()) == cfg == config.read_config(path)
+    assert cfg["seed"] == 5

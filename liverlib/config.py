@@ -117,14 +117,22 @@ def resolve(profile: str = "default", overrides: Iterable[str] | dict | None = N
     if profile not in table["profiles"]:
         raise ConfigError(f"unknown profile '{profile}'; choose one of {', '.join(PROFILES)}")
     config = _merge(table["base"], table["profiles"][profile] or {})
-    if overrides:
-        if isinstance(overrides, dict):
-            overrides = nest(overrides)
-        else:
-            overrides = parse_overrides(overrides)
-        config = _merge(config, overrides)
+    config = apply_overrides(config, overrides)
     config["profile"] = profile
     return config
+
+
+def apply_overrides(config: dict[str, Any], overrides: Iterable[str] | dict | None) -> dict[str, Any]:
+    """Return a copy of ``config`` with ``overrides`` applied and validated."""
+    if not overrides:
+        return copy.deepcopy(config)
+    nested = nest(overrides) if isinstance(overrides, dict) else parse_overrides(overrides)
+    nested.pop("profile", None)
+    profile = config.get("profile")
+    out = _merge({k: v for k, v in config.items() if k != "profile"}, nested)
+    if profile is not None:
+        out["profile"] = profile
+    return out
 
 
 def write_config(config: dict[str, Any], path: str | Path) -> Path:

@@ -367,3 +367,30 @@ def count_lesions(label: np.ndarray) -> int:
     from scipy import ndimage
 
     return int(ndimage.label(label == 2, structure=np.ones((3, 3, 3)))[1])
+
+
+def cohort_table(cases: list[CaseFiles], workers: int = 1):
+    """One row per case: shape, spacing, orientation, liver volume, lesion count and volume.
+
+    Cases are loaded one at a time (or by ``workers`` processes), never all at once.
+
+    Returns
+    -------
+    pandas.DataFrame
+    """
+    import pandas as pd
+    from concurrent.futures import ProcessPoolExecutor
+
+    if workers > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            rows = list(pool.map(_describe_files, cases))
+    else:
+        rows = [_describe_files(files) for files in cases]
+    table = pd.DataFrame(rows).set_index("case")
+    table["shape"] = table["shape"].map(lambda s: "x".join(map(str, s)))
+    table["spacing_mm"] = table["spacing_mm"].map(lambda s: "x".join(f"{v:.2f}" for v in s))
+    return table.drop(columns=["labels"], errors="ignore")
+
+
+def _describe_files(files: CaseFiles) -> dict:
+    return describe(load_case(files))

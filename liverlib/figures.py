@@ -105,3 +105,35 @@ def montage(image: np.ndarray, label: np.ndarray | None = None, n: int = 12, col
         ax.set_axis_off()
     fig.tight_layout()
     return fig
+
+
+def fig1_samples(cases, n: int = 6) -> plt.Figure:
+    """The paper's Fig. 1: one representative slice of each of the first ``n`` cases.
+
+    Parameters
+    ----------
+    cases : list of liverlib.data.CaseFiles
+    """
+    from liverlib.data import load_case
+
+    samples = []
+    for files in cases[:n]:
+        case = load_case(files)
+        z = representative_slice(case.label)
+        samples.append((f"case {case.case_id}, z = {z}", case.image[z], case.label[z]))
+    return sample_grid(samples, columns=min(3, len(samples)))
+
+
+def phantom_vs_real(phantom_files, real_ct_path) -> plt.Figure:
+    """A phantom slice beside the real CT at a similar level, with both HU histograms."""
+    from liverlib.data import load_case, load_image
+
+    phantom = load_case(phantom_files)
+    real, _, _ = load_image(real_ct_path)
+    z = representative_slice(phantom.label)
+    return compare_with_histograms(
+        [
+            (f"phantom case {phantom.case_id}, z = {z}", phantom.image[z], phantom.image),
+            (f"real CT ({Path(real_ct_path).name}), z = {real.shape[0] // 2}", real[real.shape[0] // 2], real),
+        ]
+    )

@@ -67,16 +67,21 @@ def cache_root() -> Path:
 
 
 def init_run(run_dir: str | Path, profile: str = "default", overrides: dict[str, Any] | list[str] | None = None) -> dict:
-    """Create (or reopen) a run folder and write its resolved ``config.yaml``.
+    """Create or reopen a run folder and write its resolved ``config.yaml``.
 
-    ``overrides`` are dotted keys (``{"data.dir": "/lits"}``) or ``KEY=VALUE``
-    strings. Rewriting the config of an existing run with other values is
-    allowed (it is the record of what the run now uses).
+    A run folder that already has a config of the same profile keeps it (with
+    every ``--set`` it was created with) and gets ``overrides`` on top; a new
+    folder, or another profile, starts from the profile. ``overrides`` are
+    dotted keys (``{"data.dir": "/lits"}``) or ``KEY=VALUE`` strings.
     """
-    cfg = config_module.resolve(profile, overrides)
     run = RunFolder(Path(run_dir))
+    if run.config.is_file() and config_module.read_config(run.config).get("profile") == profile:
+        cfg = config_module.apply_overrides(config_module.read_config(run.config), overrides)
+    else:
+        cfg = config_module.resolve(profile, overrides)
     run.root.mkdir(parents=True, exist_ok=True)
-    config_module.write_config(cfg, run.config)
+    if not run.config.is_file() or config_module.read_config(run.config) != cfg:
+        config_module.write_config(cfg, run.config)
     return cfg
 
 

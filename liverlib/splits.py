@@ -69,3 +69,16 @@ def write_splits(path: str | Path, folds: list[dict]) -> Path:
 def read_splits(path: str | Path) -> list[dict]:
     """Read the folds of a ``splits.json``."""
     return json.loads(Path(path).read_text())["folds"]
+
+
+def fold_table(folds: list[dict]):
+    """A small table: per fold, the number of training, validation and test scans and the test ids."""
+    import pandas as pd
+
+    return pd.DataFrame(
+        [
+            {"fold": f["fold"], "train": len(f["train"]), "val": len(f.get("val", [])), "test": len(f["test"]),
+             "test cases": ", ".join(map(str, f["test"]))}
+            for f in folds
+        ]
+    ).set_index("fold")

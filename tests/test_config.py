@@ -25,6 +25,7 @@ def test_paper_profile_is_table_2():
     assert cfg["preprocess"]["size"] == 96
     assert cfg["model"] == {
         "base_filters": 64, "depth": 4, "dropout": 0.5, "pooling": "mixed", "mixed_inference": "expectation",
+        "mixed_granularity": "channel",
     }
     train = cfg["train"]
     assert (train["loss"], train["learning_rate"], train["batch_size"], train["epochs"]) == ("bce", 1e-5, 32, 20)

@@ -1,0 +1,185 @@
+"""Two-stage training of the Mixed-UNet, fold by fold (paper sections 3.4-3.6 and 4.1).
+
+Stage 1 ("liver") learns liver vs background on whole 96x96 slices; stage 2
+("lesion") learns lesion vs the rest on 96x96 crops of the liver region. Stage 2
+trains on the reference liver ROIs, as Christ et al. (2016) did, so its input
+does not depend on how good stage 1 happens to be; at inference it sees the ROI
+of the predicted liver.
+
+Each fold writes, atomically, ``models/fold-K/liver.keras``, ``lesion.keras``
+and ``history.csv`` (one row per stage and epoch). A stage whose model and
+history rows exist is skipped, so an interrupted run resumes where it stopped.
+Validation uses the fold's ``val`` scans, a part of its training scans that is
+never fitted; the test scans are never seen.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from liverlib.atomic import atomic_path
+from liverlib.runfolder import RunFolder
+
+STAGES = ("liver", "lesion")
+_STAGE_NUMBER = {"liver": 1, "lesion": 2}
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python, numpy and the Keras backend; make TensorFlow ops deterministic."""
+    import keras
+
+    keras.utils.set_random_seed(int(seed))
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+
+
+def stage_seed(seed: int, fold: int, stage: str) -> int:
+    """A distinct, recorded seed for every (fold, stage)."""
+    return int(seed) + 1000 * int(fold) + _STAGE_NUMBER[stage]
+
+
+def build_model(cfg: dict):
+    """The compiled Mixed-UNet of a config's ``model`` and ``train`` sections."""
+    from liverlib.model import compile_model, mixed_unet
+
+    size = cfg["preprocess"]["size"]
+    m = cfg["model"]
+    model = mixed_unet(
+        input_shape=(size, size, 1),
+        base_filters=m["base_filters"],
+        depth=m["depth"],
+        dropout=m["dropout"],
+        pooling=m["pooling"],
+        mixed_inference=m["mixed_inference"],
+        mixed_granularity=m["mixed_granularity"],
+    )
+    return compile_model(model, loss=cfg["train"]["loss"], learning_rate=cfg["train"]["learning_rate"])
+
+
+def _dataset(cache, case_ids, stage: str, cfg: dict, seed: int, training: bool):
+    from liverlib.dataset import SliceDataset
+
+    t = cfg["train"]
+    return SliceDataset(
+        cache,
+        case_ids,
+        stage=_STAGE_NUMBER[stage],
+        batch_size=t["batch_size"],
+        augment=cfg["augment"] if training and cfg["augment"]["enabled"] else None,
+        shuffle=training,
+        seed=seed,
+        steps_per_epoch=t["steps_per_epoch"] if training else 0,
+    )
+
+
+def train_stage(cache, stage: str, train_ids: list[int], val_ids: list[int], cfg: dict, seed: int, verbose: int = 2):
+    """Train one stage from scratch; return the model and its per-epoch history.
+
+    Parameters
+    ----------
+    cache : liverlib.cache.SliceCache
+    stage : {"liver", "lesion"}
+    train_ids, val_ids : list of int
+        Scans to fit on and scans to validate on (disjoint).
+    cfg : dict
+        The run's resolved config.
+    seed : int
+    verbose : int
+        Keras verbosity; 2 prints one line per epoch (headless runs).
+    """
+    import keras
+
+    if stage not in STAGES:
+        raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+    if set(train_ids) & set(val_ids):
+        raise ValueError("training and validation scans overlap")
+    set_seed(seed)
+    model = build_model(cfg)
+    train_data = _dataset(cache, train_ids, stage, cfg, seed, training=True)
+    val_data = _dataset(cache, val_ids, stage, cfg, seed, training=False) if val_ids else None
+    callbacks = []
+    if val_data is not None:
+        # Keep the weights of the best validation epoch (never chosen on the test scans).
+        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg["train"]["epochs"],
+                                                       restore_best_weights=True))
+    start = time.perf_counter()
+    history = model.fit(train_data, validation_data=val_data, epochs=cfg["train"]["epochs"],
+                        callbacks=callbacks, verbose=verbose)
+    seconds = time.perf_counter() - start
+    table = pd.DataFrame(history.history)
+    table.insert(0, "epoch", np.arange(1, len(table) + 1))
+    table.insert(0, "stage", stage)
+    table["seconds"] = round(seconds / max(len(table), 1), 2)
+    table["slices_per_epoch"] = len(train_data) * cfg["train"]["batch_size"]
+    table["seed"] = seed
+    return model, table
+
+
+def read_history(model_dir: str | Path) -> pd.DataFrame:
+    """A fold's ``history.csv`` (empty if none)."""
+    path = Path(model_dir) / "history.csv"
+    return pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=["stage", "epoch"])
+
+
+def stage_complete(model_dir: str | Path, stage: str) -> bool:
+    """True when the stage's model file and its history rows both exist."""
+    history = read_history(model_dir)
+    return (Path(model_dir) / f"{stage}.keras").is_file() and (history["stage"] == stage).any()
+
+
+def train_fold(run_dir: str | Path, fold: dict, cfg: dict, cache, stages=STAGES, verbose: int = 2) -> pd.DataFrame:
+    """Train the requested stages of one fold, skipping those already complete.
+
+    Parameters
+    ----------
+    run_dir : str or Path
+    fold : dict
+        One entry of ``splits.json``: ``fold``, ``train``, ``val``, ``test``.
+    cfg : dict
+    cache : liverlib.cache.SliceCache
+    stages : sequence of {"liver", "lesion"}
+
+    Returns
+    -------
+    pandas.DataFrame
+        The fold's whole history.
+    """
+    model_dir = RunFolder(Path(run_dir)).model_dir(fold["fold"])
+    model_dir.mkdir(parents=True, exist_ok=True)
+    val_ids = list(fold.get("val", []))
+    fit_ids = [c for c in fold["train"] if c not in set(val_ids)]
+    if set(fold["train"]) & set(fold["test"]):
+        raise ValueError(f"fold {fold['fold']}: training and test scans overlap")
+    for stage in stages:
+        if stage_complete(model_dir, stage):
+            if verbose:
+                print(f"fold {fold['fold']} {stage}: complete, skipped", flush=True)
+            continue
+        if verbose:
+            print(f"fold {fold['fold']} {stage}: {len(fit_ids)} training scans, {len(val_ids)} validation scans", flush=True)
+        model, table = train_stage(cache, stage, fit_ids, val_ids, cfg, stage_seed(cfg["seed"], fold["fold"], stage), verbose)
+        with atomic_path(model_dir / f"{stage}.keras") as tmp:
+            model.save(tmp)
+        history = read_history(model_dir)
+        history = pd.concat([history[history["stage"] != stage], table], ignore_index=True)
+        with atomic_path(model_dir / "history.csv") as tmp:
+            history.to_csv(tmp, index=False)
+    return read_history(model_dir)
+
+
+def select_folds(folds: list[dict], which: str | int | list[int] = "all") -> list[dict]:
+    """The folds a notebook parameter names: ``"all"``, an int, or a list of ints."""
+    if which == "all":
+        return folds
+    wanted = [which] if isinstance(which, int) else list(which)
+    known = {f["fold"] for f in folds}
+    unknown = sorted(set(wanted) - known)
+    if unknown:
+        raise ValueError(f"no fold {unknown} in splits.json (folds {min(known)}-{max(known)})")
+    return [f for f in folds if f["fold"] in set(wanted)]

@@ -32,6 +32,9 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
         suffix = "".join(path.suffixes)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{suffix}", dir=path.parent)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give outputs the usual permissions
     tmp_path = Path(tmp)
     try:
         yield tmp_path

@@ -237,7 +237,7 @@ def _read(img: nib.Nifti1Image, path: Path, dtype) -> np.ndarray:
     except (EOFError, OSError, ValueError, zlib.error) as exc:
         raise DataError(f"truncated or corrupt NIfTI data ({_short(exc)})", path) from None
     data = _as_3d(data, path)
-    return data.astype(dtype, copy=False)
+    return data if dtype is None else data.astype(dtype, copy=False)
 
 
 def _as_3d(data: np.ndarray, path: Path) -> np.ndarray:
@@ -278,11 +278,12 @@ def load_image(path: str | Path) -> tuple[np.ndarray, tuple[float, float, float]
     path = Path(path)
     img = _open(path)
     geometry = geometry_of(img, path)
-    data = _read(img, path, np.float32)
-    if not np.isfinite(data).all():
-        bad = int(np.size(data) - np.isfinite(data).sum())
+    raw = _read(img, path, None)
+    if raw.dtype.kind == "f" and not np.isfinite(raw).all():  # integer data cannot hold NaN
+        bad = int(np.size(raw) - np.isfinite(raw).sum())
         raise DataError(f"{bad} voxels are NaN or infinite", path)
-    return geometry.to_canonical(data), geometry.spacing(), geometry
+    # Reorient the stored (often int16) voxels first, then cast once: half the copies.
+    return geometry.to_canonical(raw).astype(np.float32, copy=False), geometry.spacing(), geometry
 
 
 def load_label(path: str | Path, geometry: Geometry | None = None) -> np.ndarray:
@@ -302,9 +303,13 @@ def load_label(path: str | Path, geometry: Geometry | None = None) -> np.ndarray
             raise DataError(f"shape {label_geometry.shape} does not match its volume's {geometry.shape}", path)
         if not np.allclose(label_geometry.affine, geometry.affine, atol=_AFFINE_TOL_MM):
             raise DataError("affine does not match its volume's affine", path)
-    data = _read(img, path, np.float64 if img.get_data_dtype().kind == "f" else img.get_data_dtype())
-    values = np.unique(data)
-    if not np.isin(values, (0, 1, 2)).all():
+    data = _read(img, path, None)
+    # min/max is a cheap first check; np.unique only runs to name the bad values.
+    ok = data.min() >= 0 and data.max() <= 2
+    if ok and data.dtype.kind == "f":
+        ok = bool(np.all(data == np.round(data)))
+    if not ok:
+        values = np.unique(data)
         shown = ", ".join(f"{v:g}" for v in values[~np.isin(values, (0, 1, 2))][:5])
         raise DataError(f"labels outside {{0, 1, 2}}: {shown}", path)
     return (geometry or label_geometry).to_canonical(data.astype(np.uint8))

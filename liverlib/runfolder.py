@@ -33,6 +33,9 @@ class RunFolder:
 
     root: Path
 
+    def __post_init__(self):
+        object.__setattr__(self, "root", Path(self.root))
+
     @property
     def config(self) -> Path:
         return self.root / "config.yaml"

@@ -75,6 +75,7 @@ def _dataset(cache, case_ids, stage: str, cfg: dict, seed: int, training: bool):
         shuffle=training,
         seed=seed,
         steps_per_epoch=t["steps_per_epoch"] if training else 0,
+        workers=2 if training else 1,  # a prefetch thread keeps augmentation off the critical path
     )
 
 
@@ -110,7 +111,7 @@ def train_stage(cache, stage: str, train_ids: list[int], val_ids: list[int], cfg
                                                        restore_best_weights=True))
     start = time.perf_counter()
     history = model.fit(train_data, validation_data=val_data, epochs=cfg["train"]["epochs"],
-                        callbacks=callbacks, verbose=verbose)
+                        callbacks=callbacks, verbose=verbose, shuffle=False)  # the dataset shuffles itself, seeded
     seconds = time.perf_counter() - start
     table = pd.DataFrame(history.history)
     table.insert(0, "epoch", np.arange(1, len(table) + 1))

@@ -1,0 +1,168 @@
+"""Training input pipeline over the slice cache, for any Keras backend.
+
+:class:`SliceDataset` is a ``keras.utils.PyDataset``: plain numpy in, batches
+out, so it feeds ``model.fit`` under TensorFlow, JAX or PyTorch alike (no
+``tf.data`` needed). It yields ``(x, y)`` with ``x`` float32 gray levels scaled to
+[0, 1] and ``y`` float32 masks {0, 1}, both shaped ``(batch, 96, 96, 1)``.
+
+Memory: the uint8 slices of the selected cases are loaded once into memory
+(:meth:`liverlib.cache.SliceCache.load`). A 96 x 96 slice with its mask is 18 KB,
+so even all the stage-1 slices of the 117 training scans of a LiTS fold (about
+25,000) take under 500 MB, while random access for shuffling stays free. The raw
+volumes are never loaded here; they were streamed once when the cache was built.
+
+Order and randomness: every batch is a pure function of ``(seed, epoch, index)``.
+The slices are shuffled per epoch by a permutation drawn from ``seed`` and the
+pass number, and each batch's augmentation draws from its own generator seeded by
+``(seed, epoch, index)``. Prefetching threads (``workers > 1``) may compute batches
+in any order and still give the same batches, so a run is reproducible. With
+``steps_per_epoch > 0`` an epoch is that many full batches and consecutive epochs
+walk on through the passes, so the whole set is seen even with short epochs.
+Call ``model.fit(dataset, shuffle=False, ...)``: the dataset shuffles itself, and
+Keras' own ``shuffle=True`` would reorder the batches with Python's global
+``random``, outside this seed.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Iterable
+
+import keras
+import numpy as np
+
+from liverlib.augment import augment_batch
+
+__all__ = ["SliceDataset"]
+
+_AUGMENT_KEYS = ("rotation_deg", "flip", "scale", "shift")
+
+
+class SliceDataset(keras.utils.PyDataset):
+    """Shuffled, augmented batches of one stage's slices.
+
+    Parameters
+    ----------
+    source : SliceCache or (ndarray, ndarray)
+        The slice cache, or in-memory ``(x, y)`` uint8 arrays of shape (n, size, size)
+        (as :meth:`SliceCache.load` returns them).
+    case_ids : iterable of int, optional
+        The cases to draw from (a fold's training scans); default all of the cache.
+        Ignored for arrays.
+    stage : {1, 2}
+        1 liver (whole slices), 2 lesion (liver ROIs).
+    batch_size : int
+    shuffle : bool
+        Shuffle the slices every epoch (training); False keeps the cache order
+        (validation).
+    augment : dict or None
+        The ``augment`` config section (``enabled``, ``rotation_deg``, ``flip``,
+        ``scale``, ``shift``), applied on the fly to every batch; None or
+        ``enabled: false`` for none (validation).
+    seed : int
+        Seed of the shuffling and the augmentation.
+    steps_per_epoch : int
+        Batches per epoch; 0 means one pass over the slices (the last batch may
+        then be smaller).
+    levels : int, optional
+        Number of gray levels, to scale ``x`` to [0, 1] as ``x / (levels - 1)``;
+        default from the cache's config (256 for arrays).
+    workers, use_multiprocessing, max_queue_size
+        Prefetching by Keras (``PyDataset``). Threads (``use_multiprocessing=False``)
+        are enough: an augmented batch of 32 takes about 13 ms of one core
+        (~2,500 slices/s), far less than a training step.
+    """
+
+    def __init__(
+        self,
+        source,
+        case_ids: Iterable[int] | None = None,
+        stage: int = 1,
+        batch_size: int = 32,
+        shuffle: bool = True,
+        augment: dict | None = None,
+        seed: int = 0,
+        steps_per_epoch: int = 0,
+        levels: int | None = None,
+        workers: int = 1,
+        use_multiprocessing: bool = False,
+        max_queue_size: int = 10,
+    ):
+        super().__init__(workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size)
+        if isinstance(source, tuple):
+            x, y = (np.asarray(a) for a in source)
+            levels = 256 if levels is None else levels
+        else:
+            x, y = source.load(case_ids, stage)
+            levels = int(source.config["levels"]) if levels is None else levels
+        if x.shape != y.shape or x.ndim != 3:
+            raise ValueError(f"x {x.shape} and y {y.shape} must be the same (n, rows, columns) shape")
+        if len(x) == 0:
+            raise ValueError("no slices to train on: the selected cases have none for this stage")
+        if int(batch_size) < 1 or int(steps_per_epoch) < 0:
+            raise ValueError(f"batch_size must be >= 1 and steps_per_epoch >= 0, got {batch_size!r}, {steps_per_epoch!r}")
+        self.x, self.y = x, y
+        self.stage = stage
+        self.batch_size = int(batch_size)
+        self.shuffle = bool(shuffle)
+        self.seed = int(seed)
+        self.steps_per_epoch = int(steps_per_epoch)
+        self.scale = np.float32(1.0 / (int(levels) - 1))
+        augment = dict(augment or {})
+        enabled = bool(augment.pop("enabled", bool(augment)))
+        unknown = set(augment) - set(_AUGMENT_KEYS)
+        if unknown:
+            raise ValueError(f"unknown augment key(s) {sorted(unknown)}; known: enabled, {', '.join(_AUGMENT_KEYS)}")
+        self.augment = augment if enabled else None
+        self.epoch = 0
+        self._orders: dict[int, np.ndarray] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        if self.steps_per_epoch:
+            return self.steps_per_epoch
+        return -(-len(self.x) // self.batch_size)
+
+    def _order(self, pass_index: int) -> np.ndarray:
+        """The slice order of one pass over the data."""
+        with self._lock:
+            order = self._orders.get(pass_index)
+            if order is None:
+                n = len(self.x)
+                order = np.random.default_rng([self.seed, pass_index]).permutation(n) if self.shuffle else np.arange(n)
+                self._orders = {k: v for k, v in self._orders.items() if k >= pass_index - 1}  # keep memory flat
+                self._orders[pass_index] = order
+            return order
+
+    def indices(self, index: int, epoch: int | None = None) -> np.ndarray:
+        """Slice indices of batch ``index`` of ``epoch`` (default: the current epoch)."""
+        epoch = self.epoch if epoch is None else int(epoch)
+        if not 0 <= index < len(self):
+            raise IndexError(f"batch {index} out of range (0..{len(self) - 1})")
+        n = len(self.x)
+        if not self.steps_per_epoch:
+            return self._order(epoch)[index * self.batch_size : (index + 1) * self.batch_size]
+        positions = (epoch * self.steps_per_epoch + index) * self.batch_size + np.arange(self.batch_size)
+        passes, offsets = np.divmod(positions, n)
+        return np.concatenate([self._order(int(p))[offsets[passes == p]] for p in np.unique(passes)])
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        epoch = self.epoch
+        chosen = self.indices(index, epoch)
+        x = self.x[chosen].astype(np.float32) * self.scale
+        y = self.y[chosen].astype(np.float32)
+        if self.augment is not None:
+            rng = np.random.default_rng([self.seed, epoch, int(index), 1])
+            x, y = augment_batch(x, y, rng, **self.augment)
+        return x[..., None], y[..., None]
+
+    def on_epoch_end(self) -> None:
+        """Move to the next epoch: a new order (when shuffling) and new augmentation.
+
+        Keras stops its prefetching threads before calling this, so no batch of
+        the next epoch is computed with the old number. (``fit`` also calls it
+        once when it resets its iterator before the first epoch, so there the
+        first epoch trained is epoch 1; the sequence of calls is fixed, so runs
+        stay reproducible.)
+        """
+        self.epoch += 1

@@ -12,7 +12,7 @@
       figures/           the paper's figures, regenerated
 
 Shared, reusable artefacts (the phantom cohort, the slice cache) live outside
-the run, under the cache root (``$LIVERLIB_CACHE`` or ``./cache``), keyed by
+the run, under the cache root (:func:`cache_root`), keyed by
 their inputs, so a second run on the same data reuses them.
 """
 
@@ -65,8 +65,24 @@ class RunFolder:
 
 
 def cache_root() -> Path:
-    """Where shared artefacts live: ``$LIVERLIB_CACHE`` or ``./cache``."""
-    return Path(os.environ.get("LIVERLIB_CACHE", "cache")).resolve()
+    """Where shared, rebuildable artefacts live (phantom cohorts, slice caches).
+
+    ``$LIVERLIB_CACHE`` if set, else ``$XDG_CACHE_HOME/liverlib`` or
+    ``~/.cache/liverlib``: never relative to the working directory, so a
+    notebook kernel and the command line find the same cache.
+    """
+    if os.environ.get("LIVERLIB_CACHE"):
+        return Path(os.environ["LIVERLIB_CACHE"]).expanduser().resolve()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return (Path(base) / "liverlib").resolve()
+
+
+def open_cache(cfg: dict, progress: bool = True):
+    """Build the run's slice cache, or reuse it if it is complete and current."""
+    from liverlib.cache import build_cache
+
+    return build_cache(dataset_cases(cfg), cache_root() / "slices", cfg["preprocess"],
+                       workers=cfg["preprocess"]["workers"], progress=progress)
 
 
 def init_run(run_dir: str | Path, profile: str = "default", overrides: dict[str, Any] | list[str] | None = None) -> dict:

@@ -94,8 +94,6 @@ def train_stage(cache, stage: str, train_ids: list[int], val_ids: list[int], cfg
     verbose : int
         Keras verbosity; 2 prints one line per epoch (headless runs).
     """
-    import keras
-
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
     if set(train_ids) & set(val_ids):
@@ -104,14 +102,12 @@ def train_stage(cache, stage: str, train_ids: list[int], val_ids: list[int], cfg
     model = build_model(cfg)
     train_data = _dataset(cache, train_ids, stage, cfg, seed, training=True)
     val_data = _dataset(cache, val_ids, stage, cfg, seed, training=False) if val_ids else None
-    callbacks = []
-    if val_data is not None:
-        # Keep the weights of the best validation epoch (never chosen on the test scans).
-        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg["train"]["epochs"],
-                                                       restore_best_weights=True))
+    # The final weights are kept, as in the paper (20 epochs, no early stopping);
+    # validation feeds the curves. (Restoring the best val-loss epoch picked
+    # under-trained epochs on short budgets: val loss and Dice disagree early.)
     start = time.perf_counter()
     history = model.fit(train_data, validation_data=val_data, epochs=cfg["train"]["epochs"],
-                        callbacks=callbacks, verbose=verbose, shuffle=False)  # the dataset shuffles itself, seeded
+                        verbose=verbose, shuffle=False)  # the dataset shuffles itself, seeded
     seconds = time.perf_counter() - start
     table = pd.DataFrame(history.history)
     table.insert(0, "epoch", np.arange(1, len(table) + 1))
@@ -184,3 +180,33 @@ def select_folds(folds: list[dict], which: str | int | list[int] = "all") -> lis
     if unknown:
         raise ValueError(f"no fold {unknown} in splits.json (folds {min(known)}-{max(known)})")
     return [f for f in folds if f["fold"] in set(wanted)]
+
+
+def run_stage(run_dir: str | Path, stage: str, which: str | int | list[int] = "all", verbose: int = 2):
+    """Train one stage for the selected folds of a run, building or reusing the slice cache.
+
+    This is what notebooks 04 (liver) and 05 (lesion) call.
+
+    Returns
+    -------
+    cache : liverlib.cache.SliceCache
+    history : pandas.DataFrame
+        Every selected fold's history, with a ``fold`` column.
+    """
+    from liverlib.runfolder import load_run, open_cache
+    from liverlib.splits import read_splits
+
+    cfg = load_run(run_dir)
+    run = RunFolder(Path(run_dir))
+    cache = open_cache(cfg, progress=bool(verbose))
+    tables = []
+    for fold in select_folds(read_splits(run.splits), which):
+        history = train_fold(run_dir, fold, cfg, cache, stages=(stage,), verbose=verbose)
+        tables.append(history.assign(fold=fold["fold"]))
+    return cache, pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+
+
+def sample_batch(cache, stage: str, case_ids: list[int], cfg: dict, seed: int = 0):
+    """One augmented training batch, as the network sees it (for Fig. 6)."""
+    data = _dataset(cache, case_ids, stage, cfg, seed, training=True)
+    return data[0]

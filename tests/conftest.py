@@ -12,6 +12,12 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("LIVERLIB_HEADLESS", "1")
 
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """Keep the tests' phantom cohorts and slice caches out of the user's cache."""
+    os.environ["LIVERLIB_CACHE"] = str(tmp_path_factory.mktemp("liverlib-cache"))
+
 DATA = Path(__file__).parent / "data"
 REAL_CT = DATA / "ct_abdomen_3mm.nii.gz"
 REAL_MASK = DATA / "liver_mask_3mm.nii.gz"

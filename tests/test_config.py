@@ -34,7 +34,8 @@ def test_paper_profile_is_table_2():
 
 def test_smoke_and_default_are_smaller():
     smoke, default, paper = (config.resolve(p) for p in ("smoke", "default", "paper"))
-    assert smoke["model"]["base_filters"] < default["model"]["base_filters"] < paper["model"]["base_filters"]
+    assert smoke["model"]["base_filters"] <= default["model"]["base_filters"] < paper["model"]["base_filters"]
+    assert smoke["train"]["epochs"] * smoke["train"]["steps_per_epoch"] < default["train"]["epochs"] * default["train"]["steps_per_epoch"]
     assert smoke["data"]["phantom_cases"] >= smoke["folds"]
 
 

@@ -6,6 +6,7 @@ timestamp or version in the PNG metadata, so reruns give identical files.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -271,7 +272,6 @@ def training_input(x, y, title: str, n: int = 8) -> plt.Figure:
 
 # --------------------------------------------------------------------------- notebook 02: preprocessing
 
-from dataclasses import dataclass  # noqa: E402  (appended section; belongs with the imports at the top)
 
 
 @dataclass(frozen=True, eq=False)

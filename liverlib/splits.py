@@ -82,3 +82,18 @@ def fold_table(folds: list[dict]):
             for f in folds
         ]
     ).set_index("fold")
+
+
+def run_splits(case_ids: list[int], folds: int, seed: int, validation_fraction: float, path: str | Path) -> list[dict]:
+    """Make and write a run's ``splits.json``; an empty list (and no file) if there are too few scans.
+
+    A single scan, such as the real CT in ``tests/data``, can still be loaded,
+    shown and preprocessed, but cannot be cross-validated.
+    """
+    if len(case_ids) < max(folds, 2):
+        print(f"{len(case_ids)} scan(s): too few for {folds}-fold cross-validation, so no splits.json "
+              f"(set folds to at most the number of scans, and at least 2, to train)")
+        return []
+    folds_ = kfold_splits(case_ids, folds, seed=seed, validation_fraction=validation_fraction)
+    write_splits(path, folds_)
+    return folds_

@@ -1,0 +1,184 @@
+"""Tables of the run: the paper's Table 2 against this run, cache statistics, and writing them.
+
+Every table is a ``pandas.DataFrame`` written by :func:`write_table` as ``.csv``
+and ``.md`` side by side, atomically. The markdown is written here (pandas'
+``to_markdown`` needs the optional ``tabulate`` package).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from liverlib.atomic import atomic_path, write_text
+
+__all__ = ["PAPER_TABLE2", "cache_stats_table", "table2", "to_markdown", "write_table"]
+
+# The paper's Table 2 (section 4.1), plus what its text says of the same settings
+# (sections 3.2 and 3.4): worded as table2() words a config, so that the paper
+# profile reproduces this column exactly.
+PAPER_TABLE2 = {
+    "Number of layers": "9 (4 down, bottom, 4 up), 2 convolutions each",
+    "Filters per level": "64-128-256-512-1024",
+    "Mixed pooling layer": "2×2 mixed",
+    "Convolution": "3×3",
+    "Activation function": "ReLU",
+    "Output layer": "1×1 convolution, sigmoid",
+    "Optimizer": "Adam",
+    "dropout": "0.5",
+    "Learning rate": "1e-5",
+    "Batch size": "32",
+    "Number of training iterations (epochs)": "20",
+    "loss": "cross-entropy",
+    "Input size": "96×96",
+}
+
+_LOSSES = {"bce": "cross-entropy", "bce_dice": "cross-entropy + soft Dice"}
+_NOTES = {
+    "Filters per level": "the paper's table gives none; the U-Net widths it modifies",
+    "Mixed pooling layer": "training: max or average at random; inference: {inference}",
+    "Output layer": "section 3.4",
+    "Number of training iterations (epochs)": "{steps}",
+    "Input size": "section 3.2: 512×512 slices resized to 96×96",
+}
+
+
+def _number(value: float) -> str:
+    """A number as the paper writes it: 0.5, 1e-5, 32."""
+    text = f"{float(value):g}"
+    if "e" in text:
+        mantissa, exponent = text.split("e")
+        text = f"{mantissa}e{int(exponent)}"
+    return text
+
+
+def table2(cfg: dict) -> pd.DataFrame:
+    """The paper's Table 2 beside the same settings of a run's config.
+
+    Parameters
+    ----------
+    cfg : dict
+        A resolved config (``liverlib.config.resolve`` or ``runfolder.load_run``);
+        reads ``profile``, ``model``, ``train`` and ``preprocess.size``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Index ``parameter``; columns ``paper``, ``this run`` and ``note``. The
+        first row is the profile. With the ``paper`` profile every other row of
+        ``this run`` equals ``paper``.
+    """
+    model, train = cfg["model"], cfg["train"]
+    depth, base = int(model["depth"]), int(model["base_filters"])
+    size = int(cfg["preprocess"]["size"])
+    steps = int(train.get("steps_per_epoch", 0))
+    epochs = str(int(train["epochs"])) if not steps else f"{int(train['epochs'])} × {steps} steps"
+    pooling = {"mixed": "2×2 mixed", "max": "2×2 max (ablation)", "avg": "2×2 average (ablation)"}[model["pooling"]]
+    inference = {"expectation": "the expectation 0.5·max + 0.5·avg", "majority": "the type chosen more often in training",
+                 "max": "max", "avg": "average"}[model.get("mixed_inference", "expectation")]  # fmt: skip
+    this_run = {
+        "Number of layers": f"{2 * depth + 1} ({depth} down, bottom, {depth} up), 2 convolutions each",
+        "Filters per level": "-".join(str(base * 2**k) for k in range(depth + 1)),
+        "Mixed pooling layer": pooling,
+        "Convolution": "3×3",
+        "Activation function": "ReLU",
+        "Output layer": "1×1 convolution, sigmoid",
+        "Optimizer": "Adam",
+        "dropout": _number(model["dropout"]),
+        "Learning rate": _number(train["learning_rate"]),
+        "Batch size": str(int(train["batch_size"])),
+        "Number of training iterations (epochs)": epochs,
+        "loss": _LOSSES[train["loss"]],
+        "Input size": f"{size}×{size}",
+    }
+    step_note = "an epoch is one pass over the training slices" if not steps else f"an epoch is {steps} batches"
+    notes = {k: v.format(inference=inference, steps=step_note) for k, v in _NOTES.items()}
+    if model["pooling"] != "mixed":
+        notes["Mixed pooling layer"] = "an ablation: the same network with plain pooling"
+    rows = [{"parameter": "Profile", "paper": "paper", "this run": str(cfg.get("profile", "")), "note": ""}]
+    rows += [{"parameter": k, "paper": PAPER_TABLE2[k], "this run": this_run[k], "note": notes.get(k, "")}
+             for k in PAPER_TABLE2]  # fmt: skip
+    return pd.DataFrame(rows).set_index("parameter")
+
+
+def cache_stats_table(stats: pd.DataFrame) -> pd.DataFrame:
+    """Slices kept per stage and class balance, per case and in total.
+
+    Parameters
+    ----------
+    stats : pandas.DataFrame
+        :meth:`liverlib.cache.SliceCache.stats`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Index ``case`` (the cases, then ``total``); columns ``planes``,
+        ``stage1_slices``, ``stage1_liver_slices``, ``stage1_liver_fraction``,
+        ``stage2_slices``, ``stage2_lesion_slices``, ``stage2_lesion_fraction``.
+        A fraction is the share of mask pixels in that stage's slices; its total is
+        over all slices (every slice has the same number of pixels).
+    """
+    counts = ["planes", "stage1_slices", "stage1_liver_slices", "stage2_slices", "stage2_lesion_slices"]
+    fractions = {"stage1_liver_fraction": "stage1_slices", "stage2_lesion_fraction": "stage2_slices"}
+    columns = ["planes", "stage1_slices", "stage1_liver_slices", "stage1_liver_fraction",
+               "stage2_slices", "stage2_lesion_slices", "stage2_lesion_fraction"]  # fmt: skip
+    missing = [c for c in ["case", *columns] if c not in stats.columns]
+    if missing:
+        raise ValueError(f"cache statistics lack column(s) {', '.join(missing)}; pass SliceCache.stats()")
+    table = stats[["case", *columns]].copy()
+    table["case"] = table["case"].astype(str)
+    total = {c: int(table[c].sum()) for c in counts}
+    for fraction, slices in fractions.items():
+        n = table[slices].sum()
+        total[fraction] = float((table[fraction] * table[slices]).sum() / n) if n else 0.0
+    table = pd.concat([table, pd.DataFrame([{"case": "total", **total}])], ignore_index=True)
+    table[counts] = table[counts].astype(int)
+    for fraction in fractions:
+        table[fraction] = table[fraction].astype(float).round(4)
+    return table.set_index("case")
+
+
+def _cell(value) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def to_markdown(df: pd.DataFrame, index: bool = True) -> str:
+    """A GitHub-flavoured markdown table of ``df`` (index first, when ``index``)."""
+    header = ([df.index.name or ""] if index else []) + [str(c) for c in df.columns]
+    lines = ["| " + " | ".join(_cell(h) for h in header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    for key, *row in df.astype(object).itertuples(name=None):  # object: ints stay ints
+        cells = ([key] if index else []) + row
+        lines.append("| " + " | ".join(_cell(v) for v in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_table(df: pd.DataFrame, tables_dir: str | Path, name: str, index: bool | None = None) -> tuple[Path, Path]:
+    """Write ``df`` as ``tables_dir/name.csv`` and ``tables_dir/name.md``, each atomically.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+    tables_dir : str or Path
+        Created if missing (``RunFolder.tables``).
+    name : str
+        File name without suffix.
+    index : bool, optional
+        Write the index as the first column; default: when it is not a plain
+        ``0..n-1`` range.
+
+    Returns
+    -------
+    (Path, Path)
+        The csv and markdown files.
+    """
+    if not name or Path(name).name != name:
+        raise ValueError(f"name must be a plain file name without folders, got {name!r}")
+    if index is None:
+        index = not isinstance(df.index, pd.RangeIndex) or df.index.name is not None
+    folder = Path(tables_dir)
+    csv, md = folder / f"{name}.csv", folder / f"{name}.md"
+    with atomic_path(csv) as tmp:
+        df.to_csv(tmp, index=index)
+    write_text(md, to_markdown(df, index=index))
+    return csv, md

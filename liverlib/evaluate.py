@@ -31,7 +31,7 @@ from nibabel.orientations import axcodes2ornt, io_orientation, ornt_transform
 from tqdm.auto import tqdm
 
 from liverlib.atomic import atomic_path
-from liverlib.data import CANONICAL_AXCODES, Geometry, case_id_from_name, discover, geometry_of, load_label
+from liverlib.data import CANONICAL_AXCODES, Geometry, case_id_from_name, discover, geometry_of, load_case, load_label
 from liverlib.errors import DataError
 from liverlib.metrics import CONVENTIONS, case_metrics, global_dice
 
@@ -520,3 +520,55 @@ def evaluate_folder(
         print(f"wrote {out}")
     sys.stdout.flush()
     return 0
+
+
+# --------------------------------------------------------------------------- a run's test folds
+
+PREDICTION_FOLDERS = {0: "before-crf", 1: "after-crf"}
+
+
+def prediction_path(run_dir: str | Path, case_id: int, crf: int) -> Path:
+    """Where a run keeps one case's prediction, before (crf=0) or after (crf=1) the CRF."""
+    return Path(run_dir) / "predictions" / PREDICTION_FOLDERS[int(crf)] / f"segmentation-{int(case_id)}.nii.gz"
+
+
+def _score_test_case(job: tuple) -> list[dict]:
+    fold, files, run_dir, overlap = job
+    case = load_case(files)
+    rows = []
+    for crf in PREDICTION_FOLDERS:
+        path = prediction_path(run_dir, files.case_id, crf)
+        if not path.is_file():
+            raise DataError(f"no prediction for test case {files.case_id} of fold {fold}; run notebook 06 first", path)
+        pred = load_label(path, case.geometry)
+        for row in case_metrics(pred, case.label, case.spacing, overlap=overlap):
+            rows.append({"fold": fold, "case": files.case_id, "crf": crf, **row})
+    return rows
+
+
+def score_run(run_dir: str | Path, overlap: float = 0.5, workers: int | None = None) -> pd.DataFrame:
+    """Score every test case of every fold of a run, before and after the CRF.
+
+    Each case is scored once, in the fold where it is a test case, against its
+    reference in the run's data. Writes ``RUN/tables/metrics.csv`` (atomic) in
+    the long format of design.md and returns it.
+    """
+    from concurrent.futures import ProcessPoolExecutor
+
+    from liverlib.runfolder import RunFolder, dataset_cases, load_run
+    from liverlib.splits import read_splits
+
+    cfg = load_run(run_dir)
+    run = RunFolder(run_dir)
+    files = {c.case_id: c for c in dataset_cases(cfg)}
+    jobs = [(f["fold"], files[c], str(run.root), overlap) for f in read_splits(run.splits) for c in f["test"]]
+    workers = cfg["preprocess"]["workers"] if workers is None else workers
+    if workers > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            results = list(tqdm(pool.map(_score_test_case, jobs), total=len(jobs), desc="scoring", leave=False))
+    else:
+        results = [_score_test_case(job) for job in tqdm(jobs, desc="scoring", leave=False)]
+    frame = to_frame(row for rows in results for row in rows)
+    with atomic_path(run.tables / "metrics.csv") as tmp:
+        frame.to_csv(tmp, index=False)
+    return frame

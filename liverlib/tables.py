@@ -182,3 +182,93 @@ def write_table(df: pd.DataFrame, tables_dir: str | Path, name: str, index: bool
         df.to_csv(tmp, index=index)
     write_text(md, to_markdown(df, index=index))
     return csv, md
+
+
+# --------------------------------------------------------------------------- the 10-fold Dice tables
+
+#: The paper's reported Dice (abstract, sections 4.2, 4.3): LiTS, 10-fold, after its 3D CRF.
+PAPER_DICE = {"liver": "0.89-0.90", "lesion": "0.65"}
+
+
+def _mean_std(values: pd.Series) -> str:
+    values = values.dropna()
+    return f"{values.mean():.3f} ± {values.std(ddof=1):.3f}" if len(values) > 1 else f"{values.mean():.3f}"
+
+
+def dice_fold_table(metrics: pd.DataFrame) -> pd.DataFrame:
+    """The 10-fold table: per fold, liver and lesion Dice (per-case mean and global), before and after the CRF.
+
+    The last rows are the mean ± std over the folds, and the per-case mean and
+    global Dice over all test cases pooled.
+
+    Parameters
+    ----------
+    metrics : pandas.DataFrame
+        The long-format ``metrics.csv`` (``fold``, ``crf``, ``structure``, ``dice``, counts...).
+    """
+    from liverlib.evaluate import summarize
+
+    summary = summarize(metrics, by=["fold", "crf"])
+    summary["column"] = summary["structure"] + " " + summary["crf"].map({0: "no CRF", 1: "CRF"})
+    wide = {}
+    for kind, label in (("dice_per_case", "per case"), ("dice_global", "global")):
+        part = summary.pivot(index="fold", columns="column", values=kind)
+        part.columns = [f"{c}, {label}" for c in part.columns]
+        wide.update(part.to_dict())
+    order = [f"{s} {c}, {k}" for s in ("liver", "lesion") for k in ("per case", "global") for c in ("no CRF", "CRF")]
+    table = pd.DataFrame(wide)[order]
+    table.index = table.index.map(lambda f: f"fold {f}")
+    cases = metrics[metrics["structure"] == "liver"].groupby("fold")["case"].nunique()
+    table.insert(0, "test scans", cases.to_numpy())
+    formatted = table.map(lambda v: f"{v:.3f}" if isinstance(v, float) else v).astype(object)
+    formatted.loc["mean ± std over folds"] = ["", *(_mean_std(table[c]) for c in order)]
+    pooled = summarize(metrics, by=["crf"])
+    pooled["column"] = pooled["structure"] + " " + pooled["crf"].map({0: "no CRF", 1: "CRF"})
+    pooled_row = [str(int(table["test scans"].sum()))]
+    for column in order:
+        structure_crf, kind = column.rsplit(", ", 1)
+        value = pooled.set_index("column").loc[structure_crf, "dice_per_case" if kind == "per case" else "dice_global"]
+        pooled_row.append(f"{value:.3f}")
+    formatted.loc["all test scans pooled"] = pooled_row
+    formatted.index.name = "fold"
+    return formatted
+
+
+def lesion_free_note(metrics: pd.DataFrame) -> str:
+    """How many test cases had no lesion, and the convention used for them."""
+    lesion = metrics[(metrics["structure"] == "lesion") & (metrics["crf"] == 1)]
+    free = int(lesion["ref_empty"].astype(bool).sum())
+    both = int((lesion["ref_empty"].astype(bool) & lesion["pred_empty"].astype(bool)).sum())
+    return (
+        f"{free} of {len(lesion)} test cases have no lesion in the reference; {both} of them also have none in the "
+        "prediction after the CRF and score lesion Dice 1.0 (the LiTS convention), the others 0.0. "
+        "Global Dice pools voxels over cases and is not affected by this convention."
+    )
+
+
+def paper_comparison(metrics: pd.DataFrame, cfg: dict) -> pd.DataFrame:
+    """The paper's reported Dice beside this run's (after the CRF, and before it).
+
+    Parameters
+    ----------
+    metrics : pandas.DataFrame
+        The run's long-format metrics.
+    cfg : dict
+        The run's config (its data source and profile are stated in the table).
+    """
+    from liverlib.evaluate import summarize
+    from liverlib.runfolder import data_source
+
+    by_fold = summarize(metrics, by=["fold", "crf"])
+    rows = []
+    for structure in ("liver", "lesion"):
+        row = {"structure": structure, "paper (LiTS, 10-fold)": PAPER_DICE[structure]}
+        for crf, name in ((1, "CRF"), (0, "no CRF")):
+            part = by_fold[(by_fold["structure"] == structure) & (by_fold["crf"] == crf)]
+            row[f"this run, per case, {name}"] = _mean_std(part["dice_per_case"])
+            row[f"this run, global, {name}"] = _mean_std(part["dice_global"])
+        rows.append(row)
+    table = pd.DataFrame(rows).set_index("structure")
+    table["this run's data"] = data_source(cfg)
+    table["profile"] = cfg["profile"]
+    return table

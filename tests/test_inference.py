@@ -1,0 +1,379 @@
+"""Whole-volume inference, `liverlib predict`, and the cross-validated predictions.
+
+The networks are stand-ins whose output is a known function of the input: a
+1x1 convolution with a sigmoid, ``sigmoid(k * (x - t))``, segments the pixels
+whose network input ``x`` (gray level / 255) exceeds ``t``. They are plain
+Keras layers, saved and loaded like the real models. With 96 x 96 planes the
+stage-1 resize is the identity, a huge ``preprocess.roi_margin_mm`` makes the
+stage-2 ROI the whole plane (identity again), and with ``preprocess.equalize:
+false`` the gray level is the HU window mapped linearly, so the expected labels
+are exact:
+air (-1000 HU) -> 0.0, liver (100 HU) -> 0.5, lesion (250 HU) -> 0.875.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import keras
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import REAL_CT, write_nifti
+
+from liverlib import config, data, inference
+from liverlib.cli import main
+from liverlib.errors import LiverlibError
+
+SIZE = 96
+# Exact test volume, canonical (plane, row, column): a liver block with a lesion, and a
+# small separate "liver-like" blob that the largest-component rule must drop.
+LIVER = (slice(2, 10), slice(20, 60), slice(20, 60))
+LESION = (slice(4, 7), slice(30, 40), slice(30, 40))
+BLOB = (slice(2, 4), slice(80, 86), slice(80, 86))
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def stub(threshold: float | None = None, constant: float | None = None, gain: float = 60.0) -> keras.Model:
+    """A 'network' returning sigmoid(gain * (x - threshold)), or a constant probability."""
+    model = keras.Sequential([keras.Input((SIZE, SIZE, 1)), keras.layers.Conv2D(1, 1, activation="sigmoid")])
+    if constant is not None:
+        weights = [np.zeros((1, 1, 1, 1), np.float32), np.array([np.log(constant / (1 - constant))], np.float32)]
+    else:
+        weights = [np.full((1, 1, 1, 1), gain, np.float32), np.array([-gain * threshold], np.float32)]
+    model.set_weights(weights)
+    return model
+
+
+def liver_stub() -> keras.Model:
+    return stub(threshold=0.25)  # liver and lesion (x >= 0.5), not air
+
+
+def lesion_stub() -> keras.Model:
+    return stub(threshold=0.7)  # lesion only (x = 0.875)
+
+
+def exact_cfg(**overrides) -> dict:
+    """The smoke profile with the linear gray mapping and a whole-plane stage-2 ROI (exact expectations)."""
+    return config.resolve("smoke", {"preprocess.equalize": False, "preprocess.roi_margin_mm": 1000.0, **overrides})
+
+
+def phantom_volume() -> np.ndarray:
+    image = np.full((12, SIZE, SIZE), -1000.0, np.float32)
+    image[LIVER] = 100.0
+    image[LESION] = 250.0
+    image[BLOB] = 100.0
+    return image
+
+
+def expected_labels(blob: bool = False) -> np.ndarray:
+    labels = np.zeros((12, SIZE, SIZE), np.uint8)
+    labels[LIVER] = 1
+    labels[LESION] = 2
+    if blob:
+        labels[BLOB] = 1
+    return labels
+
+
+def make_run(root: Path, folds: dict[int, tuple[keras.Model, keras.Model]], cfg: dict) -> Path:
+    """A run folder with config.yaml and models/fold-K/{liver,lesion}.keras."""
+    config.write_config(cfg, root / "config.yaml")
+    for k, (liver, lesion) in folds.items():
+        folder = root / "models" / f"fold-{k}"
+        folder.mkdir(parents=True)
+        liver.save(folder / "liver.keras")
+        lesion.save(folder / "lesion.keras")
+    return root
+
+
+def stored_copy(src: Path, dest: Path, flip_axes=(), transpose=(0, 1, 2)) -> Path:
+    """The same scan stored in another voxel order, with the affine that keeps it in place."""
+    img = nib.load(str(src))
+    arr = np.asanyarray(img.dataobj)
+    affine = img.affine.copy()
+    for axis in flip_axes:
+        arr = np.flip(arr, axis)
+        flip = np.eye(4)
+        flip[axis, axis], flip[axis, 3] = -1, arr.shape[axis] - 1
+        affine = affine @ flip
+    arr = np.transpose(arr, transpose)
+    perm = np.eye(4)
+    perm[:3, :3] = np.eye(3)[:, list(transpose)]
+    return write_nifti(dest, np.ascontiguousarray(arr), affine @ perm)
+
+
+@pytest.fixture(scope="module")
+def exact_run(tmp_path_factory) -> Path:
+    """fold 0: the exact stubs; fold 1: a liver net that says 0.8 everywhere."""
+    root = tmp_path_factory.mktemp("run")
+    return make_run(root, {0: (liver_stub(), lesion_stub()), 1: (stub(constant=0.8), lesion_stub())}, exact_cfg())
+
+
+@pytest.fixture(scope="module")
+def real_run(tmp_path_factory) -> Path:
+    """The smoke profile as it is (histogram equalization on) with bright-pixel stubs."""
+    root = tmp_path_factory.mktemp("realrun")
+    return make_run(root, {0: (stub(threshold=0.75), stub(threshold=0.97))}, config.resolve("smoke"))
+
+
+# --------------------------------------------------------------------------- one volume
+
+
+def test_two_stages_exact_with_largest_component():
+    models = [(liver_stub(), lesion_stub())]
+    labels, probs = inference.predict_volume(phantom_volume(), (2.0, 1.0, 1.0), models, exact_cfg(), use_crf=False,
+                                             return_probabilities=True)
+    assert labels.dtype == np.uint8 and labels.shape == (12, SIZE, SIZE)
+    np.testing.assert_array_equal(labels, expected_labels(blob=False))
+    assert probs["liver_prob"][BLOB].max() == 0.0  # the dropped component cannot come back in the CRF
+    assert probs["liver_prob"][LIVER].min() > 0.99
+    assert probs["lesion_prob"][LESION].min() > 0.99
+
+
+def test_without_largest_component_the_blob_stays():
+    cfg = exact_cfg(**{"predict.largest_component": False})
+    labels = inference.predict_volume(phantom_volume(), (2.0, 1.0, 1.0), [(liver_stub(), lesion_stub())], cfg, use_crf=False)
+    np.testing.assert_array_equal(labels, expected_labels(blob=True))
+
+
+def test_crf_keeps_a_crisp_edge_aligned_segmentation():
+    labels = inference.predict_volume(phantom_volume(), (2.0, 1.0, 1.0), [(liver_stub(), lesion_stub())], exact_cfg())
+    expected = expected_labels()
+    assert set(np.unique(labels)) == {0, 1, 2}
+    for value in (1, 2):
+        pred, ref = labels >= value, expected >= value
+        assert 2 * (pred & ref).sum() / (pred.sum() + ref.sum()) > 0.97
+
+
+def test_lesion_only_inside_the_liver():
+    # A lesion network that says "lesion" everywhere in the ROI (liver and surroundings).
+    models = [(liver_stub(), stub(constant=0.99))]
+    cfg = exact_cfg()
+    plain = inference.predict_volume(phantom_volume(), (2.0, 1.0, 1.0), models, cfg, use_crf=False)
+    expected = (expected_labels() > 0).astype(np.uint8) * 2
+    np.testing.assert_array_equal(plain, expected)  # all of the liver, nothing outside
+    refined = inference.predict_volume(phantom_volume(), (2.0, 1.0, 1.0), models, cfg, use_crf=True)
+    assert refined.max() <= 2 and not np.any((refined == 2) & (expected == 0))
+
+
+@pytest.mark.parametrize("use_crf", [False, True])
+def test_no_liver_gives_zeros(use_crf):
+    air = np.full((5, SIZE, SIZE), -1000.0, np.float32)
+    labels, probs = inference.predict_volume(air, (3.0, 1.0, 1.0), [(liver_stub(), stub(constant=0.99))], exact_cfg(),
+                                             use_crf=use_crf, return_probabilities=True)
+    assert labels.shape == air.shape and labels.dtype == np.uint8 and not labels.any()
+    assert not probs["lesion_prob"].any()  # stage 2 skipped
+    # a network that finds nothing, on a body-like volume
+    labels = inference.predict_volume(phantom_volume(), (2.0, 1.0, 1.0), [(stub(constant=0.01), stub(constant=0.99))],
+                                      exact_cfg(), use_crf=use_crf)
+    assert not labels.any()
+
+
+def test_ensemble_is_the_mean_of_the_folds(exact_run):
+    cfg = exact_cfg(**{"predict.largest_component": False})
+    image = phantom_volume()
+    single = [inference.predict_volume(image, (2.0, 1.0, 1.0), inference.load_models(exact_run, k), cfg,
+                                       use_crf=False, return_probabilities=True)[1] for k in (0, 1)]
+    models = inference.load_models(exact_run)
+    assert len(models) == 2
+    _, both = inference.predict_volume(image, (2.0, 1.0, 1.0), models, cfg, use_crf=False, return_probabilities=True)
+    np.testing.assert_allclose(both["liver_prob"], (single[0]["liver_prob"] + single[1]["liver_prob"]) / 2, atol=1e-6)
+    np.testing.assert_allclose(single[1]["liver_prob"], 0.8, atol=1e-5)
+
+
+def test_network_input_scaling_matches_training():
+    from liverlib.dataset import SliceDataset
+
+    gray = np.arange(256, dtype=np.uint8).reshape(1, 16, 16)
+    x_train, _ = SliceDataset((gray, gray), batch_size=1, shuffle=False)[0]
+    np.testing.assert_array_equal(inference.network_input(gray), x_train)
+
+
+def test_largest_component_uses_full_connectivity():
+    mask = np.zeros((4, 6, 6), bool)
+    mask[0, 0, 0] = mask[1, 1, 1] = mask[2, 2, 2] = True  # diagonal chain: one component
+    mask[0, 5, 5] = mask[0, 4, 5] = True                   # two voxels, separate
+    np.testing.assert_array_equal(inference.largest_component(mask), mask & (np.indices(mask.shape)[1] < 3))
+    assert not inference.largest_component(np.zeros((3, 3, 3), bool)).any()
+
+
+def test_mixed_unet_models_load_and_predict(tmp_path):
+    from liverlib.model import mixed_unet
+
+    keras.utils.set_random_seed(0)
+    run = make_run(tmp_path / "run", {0: (mixed_unet(base_filters=2), mixed_unet(base_filters=2))}, config.resolve("smoke"))
+    image, spacing, _ = data.load_image(REAL_CT)
+    labels = inference.predict_volume(image, spacing, inference.load_models(run), config.resolve("smoke"))
+    assert labels.shape == image.shape and set(np.unique(labels)) <= {0, 1, 2}
+
+
+# --------------------------------------------------------------------------- files and the command line
+
+
+def test_predict_file_keeps_geometry_of_any_stored_orientation(real_run, tmp_path, capsys):
+    variants = {
+        "stored": REAL_CT,
+        "flipped": stored_copy(REAL_CT, tmp_path / "flipped.nii.gz", flip_axes=(0, 2)),
+        "permuted": stored_copy(REAL_CT, tmp_path / "permuted.nii", flip_axes=(1,), transpose=(2, 0, 1)),
+    }
+    canonical = {}
+    for name, path in variants.items():
+        out = inference.predict_file(path, tmp_path / f"pred-{name}.nii.gz", real_run)
+        src, pred = nib.load(str(path)), nib.load(str(out))
+        assert pred.shape == src.shape
+        np.testing.assert_allclose(pred.affine, src.affine, atol=1e-5)
+        assert nib.aff2axcodes(pred.affine) == nib.aff2axcodes(src.affine)
+        assert pred.get_data_dtype() == np.uint8
+        canonical[name] = data.load_label(out)
+    assert nib.aff2axcodes(nib.load(str(variants["permuted"])).affine) != ("R", "A", "S")
+    assert canonical["stored"].any() and set(np.unique(canonical["stored"])) <= {0, 1, 2}
+    for name in ("flipped", "permuted"):
+        np.testing.assert_array_equal(canonical[name], canonical["stored"])
+    printed = capsys.readouterr().out
+    assert "stage 1 (liver)" in printed and "stage 2 (lesion)" in printed and "CRF" in printed and " s" in printed
+
+
+def test_predict_file_air_volume_writes_zeros(real_run, tmp_path):
+    affine = np.diag([-0.8, 0.8, 2.5, 1.0])
+    src = write_nifti(tmp_path / "air.nii.gz", np.full((40, 30, 7), -1000, np.int16), affine)
+    out = inference.predict_file(src, tmp_path / "air-seg.nii", real_run)
+    pred = nib.load(str(out))
+    assert pred.shape == (40, 30, 7) and not np.asanyarray(pred.dataobj).any()
+    np.testing.assert_allclose(pred.affine, affine)
+
+
+def test_cli_predict(exact_run, tmp_path, capsys):
+    src = tmp_path / "volume-1.nii.gz"
+    data.save_like(phantom_volume(), data.Geometry(np.diag([1.0, 1.0, 2.0, 1.0]), (SIZE, SIZE, 12), ("R", "A", "S")),
+                   src, dtype=np.int16)
+    outs = {}
+    for name, extra in {"all": [], "fold0": ["--fold", "0"], "fold1": ["--fold", "1"]}.items():
+        out = tmp_path / f"seg-{name}.nii.gz"
+        assert main(["predict", str(src), str(out), "--run", str(exact_run), "--no-crf", *extra]) == 0
+        outs[name] = data.load_label(out)
+    np.testing.assert_array_equal(outs["fold0"], expected_labels())
+    np.testing.assert_array_equal(outs["all"], expected_labels())  # mean of 1 and 0.8 in the liver, 0.4 outside
+    assert (outs["fold1"] > 0).all()  # fold 1 alone: 0.8 everywhere
+    assert main(["predict", str(src), str(tmp_path / "seg-crf.nii.gz"), "--run", str(exact_run), "--fold", "0"]) == 0
+    assert "wrote" in capsys.readouterr().out
+
+
+def _one_error_line(capsys) -> str:
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in captured.err + captured.out
+    return lines[0]
+
+
+def test_cli_predict_errors(exact_run, tmp_path, capsys):
+    ct = str(REAL_CT)
+    missing = tmp_path / "no-run"
+    assert main(["predict", ct, str(tmp_path / "o.nii.gz"), "--run", str(missing)]) == 2
+    assert str(missing) in _one_error_line(capsys)
+
+    empty = tmp_path / "empty-run"
+    empty.mkdir()
+    assert main(["predict", ct, str(tmp_path / "o.nii.gz"), "--run", str(empty)]) == 2
+    assert "no trained models here" in _one_error_line(capsys)
+
+    assert main(["predict", ct, str(tmp_path / "o.nii.gz"), "--run", str(exact_run), "--fold", "7"]) == 2
+    assert "no fold 7" in _one_error_line(capsys)
+
+    text = tmp_path / "notes.txt"
+    text.write_text("not a CT")
+    assert main(["predict", str(text), str(tmp_path / "o.nii.gz"), "--run", str(exact_run)]) == 2
+    assert str(text) in _one_error_line(capsys)
+
+    truncated = tmp_path / "cut.nii.gz"
+    truncated.write_bytes(REAL_CT.read_bytes()[:5000])
+    assert main(["predict", str(truncated), str(tmp_path / "o.nii.gz"), "--run", str(exact_run)]) == 2
+    assert str(truncated) in _one_error_line(capsys)
+
+    assert main(["predict", ct, str(tmp_path / "o.png"), "--run", str(exact_run)]) == 2
+    assert ".nii or .nii.gz" in _one_error_line(capsys)
+    assert not list(tmp_path.glob("o.*")) and not list(tmp_path.glob(".o*"))  # nothing half-written
+
+
+def test_incomplete_fold_is_named(tmp_path):
+    run = make_run(tmp_path / "run", {0: (liver_stub(), lesion_stub())}, exact_cfg())
+    (run / "models" / "fold-0" / "lesion.keras").unlink()
+    with pytest.raises(LiverlibError, match="fold 0 has no lesion model"):
+        inference.load_models(run)
+
+
+# --------------------------------------------------------------------------- cross-validated predictions
+
+
+@pytest.fixture
+def cv_run(tmp_path) -> tuple[Path, list[data.CaseFiles]]:
+    """Three labelled cases, two folds; fold 1's liver net marks everything, so its cases are recognisable."""
+    cases_dir = tmp_path / "cases"
+    orientations = [np.diag([1.0, 1.0, 2.0, 1.0]), np.diag([-1.0, 1.0, 2.0, 1.0]), np.diag([1.0, -1.0, -2.0, 1.0])]
+    for case_id, affine in enumerate(orientations):
+        geometry = data.Geometry(affine, (SIZE, SIZE, 12), tuple(nib.aff2axcodes(affine)))
+        data.save_like(phantom_volume(), geometry, cases_dir / f"volume-{case_id}.nii.gz", dtype=np.int16)
+        data.save_like(expected_labels(), geometry, cases_dir / f"segmentation-{case_id}.nii.gz")
+    run = make_run(tmp_path / "run", {0: (liver_stub(), lesion_stub()), 1: (stub(constant=0.8), lesion_stub())},
+                   exact_cfg())
+    folds = [{"fold": 0, "train": [2], "val": [], "test": [0, 1]}, {"fold": 1, "train": [0, 1], "val": [], "test": [2]}]
+    (run / "splits.json").write_text(json.dumps({"folds": folds}))
+    return run, data.discover(cases_dir)
+
+
+def test_predict_cases_uses_each_folds_own_models_and_resumes(cv_run):
+    run, cases = cv_run
+    timing = inference.predict_cases(run, cases, progress=False)
+    assert sorted(timing["case"]) == [0, 1, 2] and list(timing.sort_values("case")["fold"]) == [0, 0, 1]
+    assert (timing[["network_s", "crf_s", "total_s"]] >= 0).all().all()
+    for files in cases:
+        paths = inference.prediction_paths(run, files.case_id)
+        ref = nib.load(str(files.label))
+        for path in (paths.before, paths.after):
+            pred = nib.load(str(path))
+            assert pred.shape == ref.shape and np.allclose(pred.affine, ref.affine)
+        before = data.load_label(paths.before)
+        if files.case_id in (0, 1):  # fold 0's models: the exact answer
+            np.testing.assert_array_equal(before, expected_labels())
+        else:  # fold 1's models: liver everywhere
+            assert (before > 0).all()
+    stamps = {p: p.stat().st_mtime_ns for p in (run / "predictions").rglob("*.nii.gz")}
+    again = inference.predict_cases(run, cases, progress=False)
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # resumed: nothing predicted twice
+    pd.testing.assert_frame_equal(again, timing)
+
+
+def test_predict_cases_fold_selection_and_resume_of_a_missing_file(cv_run):
+    run, cases = cv_run
+    inference.predict_cases(run, cases, folds=[1], progress=False)
+    assert inference.prediction_complete(run, 2) and not inference.prediction_complete(run, 0)
+    inference.prediction_paths(run, 2).after.unlink()
+    timing = inference.predict_cases(run, cases, folds="all", progress=False)
+    assert sorted(timing["case"]) == [0, 1, 2] and all(inference.prediction_complete(run, c) for c in (0, 1, 2))
+
+
+def test_score_before_after_and_crf_effect(cv_run, tmp_path):
+    run, cases = cv_run
+    with pytest.raises(LiverlibError, match="no prediction yet"):
+        inference.score_before_after(run, cases, progress=False)
+    inference.predict_cases(run, cases, progress=False)
+    scores = inference.score_before_after(run, cases, progress=False)
+    assert len(scores) == 3 * 2 * 2 and set(scores["crf"]) == {0, 1}
+    before = scores[(scores["crf"] == 0)].set_index(["case", "structure"])["dice"]
+    assert before[(0, "liver")] == 1.0 and before[(1, "lesion")] == 1.0
+    liver_blocks = (expected_labels() > 0).sum()
+    assert before[(2, "liver")] == pytest.approx(2 * liver_blocks / (liver_blocks + SIZE * SIZE * 12))
+    effect = inference.crf_effect(scores, decimals=None)
+    assert list(effect["structure"]) == ["liver", "lesion"] and list(effect["cases"]) == [3, 3]
+    assert effect.loc[0, "dice_before"] == pytest.approx(before.xs("liver", level="structure").mean())
+    assert effect.loc[0, "dice_change"] == pytest.approx(effect.loc[0, "dice_after"] - effect.loc[0, "dice_before"])
+    rounded = inference.crf_effect(scores)
+    assert rounded.loc[0, "dice_before"] == round(effect.loc[0, "dice_before"], 4)
+    written = inference.score_before_after(run, cases, folds=[1], out=tmp_path / "tables" / "metrics_crf.csv", progress=False)
+    assert set(written["case"]) == {2} and len(pd.read_csv(tmp_path / "tables" / "metrics_crf.csv")) == 4
+    assert inference.most_changed_case(scores) in (0, 1, 2)
+    example = inference.load_before_after(run, cases[0])
+    assert example["image"].shape == example["before"].shape == example["reference"].shape

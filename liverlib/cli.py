@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from liverlib.errors import LiverlibError, NotYetImplemented
+from liverlib.errors import LiverlibError
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
@@ -117,11 +117,6 @@ def main(argv: list[str] | None = None) -> int:
     except LiverlibError as exc:
         print(f"liverlib {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.startswith("liverlib."):
-            print(f"liverlib {args.command}: not implemented yet ({exc.name} lands in a later issue)", file=sys.stderr)
-            return EXIT_BAD_INPUT
-        raise
     except KeyboardInterrupt:
         print(f"liverlib {args.command}: interrupted; completed outputs are kept, rerun to resume", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -28,7 +28,3 @@ class DataError(LiverlibError):
 
 class ConfigError(LiverlibError):
     """An unknown or ill-typed configuration key."""
-
-
-class NotYetImplemented(LiverlibError):
-    """A subcommand that a later issue fills in."""

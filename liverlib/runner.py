@@ -51,11 +51,17 @@ def _kernel_spec(run: RunFolder) -> None:
     """A kernelspec running this interpreter, put first on JUPYTER_PATH for this process and its kernels."""
     spec_dir = run.root / ".jupyter" / "kernels" / KERNEL_NAME
     spec = {
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "argv": [sys.executable, "-m", "liverlib._kernel", "-f", "{connection_file}"],
         "display_name": f"liverlib ({sys.executable})",
         "language": "python",
-        "env": {"LIVERLIB_HEADLESS": "1", "PYTHONHASHSEED": "0", "TF_CPP_MIN_LOG_LEVEL": "2"},
+        "env": {
+            "LIVERLIB_HEADLESS": "1",
+            "PYTHONHASHSEED": "0",
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            "LIVERLIB_KERNEL_LOG": str(run.notebooks.resolve() / "kernel.log"),
+        },
     }
+    run.notebooks.mkdir(parents=True, exist_ok=True)
     write_json(spec_dir / "kernel.json", spec)
     paths = [str(run.root.resolve() / ".jupyter")] + [p for p in os.environ.get("JUPYTER_PATH", "").split(os.pathsep) if p]
     os.environ["JUPYTER_PATH"] = os.pathsep.join(paths)

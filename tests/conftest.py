@@ -60,3 +60,19 @@ def real_lits_dir(tmp_path: Path) -> Path:
     (root / "volume-0.nii.gz").symlink_to(REAL_CT.resolve())
     (root / "segmentation-0.nii.gz").symlink_to(REAL_MASK.resolve())
     return root
+
+
+def reoriented_copy(src: Path, dest: Path, flip_axes=(), transpose=(0, 1, 2)) -> Path:
+    """The same scan stored in another voxel order, with the affine that keeps it in place."""
+    img = nib.load(str(src))
+    arr = np.asanyarray(img.dataobj)
+    affine = img.affine.copy()
+    for axis in flip_axes:
+        arr = np.flip(arr, axis)
+        flip = np.eye(4)
+        flip[axis, axis], flip[axis, 3] = -1, arr.shape[axis] - 1
+        affine = affine @ flip
+    arr = np.transpose(arr, transpose)
+    perm = np.eye(4)
+    perm[:3, :3] = np.eye(3)[:, list(transpose)]
+    return write_nifti(dest, np.ascontiguousarray(arr), affine @ perm)

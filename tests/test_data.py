@@ -8,7 +8,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import REAL_CT, REAL_CT_FULL, REAL_MASK, small_case, write_nifti
+from conftest import REAL_CT, REAL_CT_FULL, REAL_MASK, reoriented_copy, small_case, write_nifti
 
 from liverlib import data
 from liverlib.errors import DataError
@@ -38,28 +38,10 @@ def test_real_ct_loads_canonical():
     assert bone[:30].mean() > 2 * bone[-30:].mean()
 
 
-def _flip_and_permute(path: Path, out: Path, axes=(2, 0, 1), flips=(0,)) -> Path:
-    """Store the same physical image with another voxel order (the affine follows)."""
-    img = nib.load(str(path))
-    arr = np.asanyarray(img.dataobj)
-    affine = img.affine.copy()
-    for axis in flips:
-        arr = np.flip(arr, axis)
-        flip = np.eye(4)
-        flip[axis, axis] = -1
-        flip[axis, 3] = arr.shape[axis] - 1
-        affine = affine @ flip
-    arr = np.transpose(arr, axes)
-    perm = np.eye(4)[list(axes) + [3]].T
-    affine = affine @ perm
-    nib.save(nib.Nifti1Image(np.ascontiguousarray(arr), affine), str(out))
-    return out
-
-
 @pytest.mark.parametrize("axes,flips", [((0, 1, 2), (0,)), ((0, 1, 2), (2,)), ((2, 0, 1), (0, 1)), ((1, 0, 2), (1, 2))])
 def test_reoriented_copy_loads_to_same_canonical_array(tmp_path, axes, flips):
     reference, spacing, _ = data.load_image(REAL_CT)
-    moved = _flip_and_permute(REAL_CT, tmp_path / "moved.nii.gz", axes, flips)
+    moved = reoriented_copy(REAL_CT, tmp_path / "moved.nii.gz", flip_axes=flips, transpose=axes)
     image, moved_spacing, geometry = data.load_image(moved)
     assert geometry.axcodes != ("R", "A", "S")
     np.testing.assert_array_equal(image, reference)
@@ -67,7 +49,7 @@ def test_reoriented_copy_loads_to_same_canonical_array(tmp_path, axes, flips):
 
 
 def test_save_like_restores_stored_orientation(tmp_path):
-    moved = _flip_and_permute(REAL_MASK, tmp_path / "moved.nii.gz", (2, 0, 1), (0,))
+    moved = reoriented_copy(REAL_MASK, tmp_path / "moved.nii.gz", flip_axes=(0,), transpose=(2, 0, 1))
     label_img = nib.load(str(moved))
     _, _, geometry = data.load_image(moved)
     label = data.load_label(moved, geometry)

@@ -21,7 +21,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REAL_CT, write_nifti
+from conftest import REAL_CT, reoriented_copy, write_nifti
 
 from liverlib import config, data, inference
 from liverlib.cli import main
@@ -88,22 +88,6 @@ def make_run(root: Path, folds: dict[int, tuple[keras.Model, keras.Model]], cfg:
         liver.save(folder / "liver.keras")
         lesion.save(folder / "lesion.keras")
     return root
-
-
-def stored_copy(src: Path, dest: Path, flip_axes=(), transpose=(0, 1, 2)) -> Path:
-    """The same scan stored in another voxel order, with the affine that keeps it in place."""
-    img = nib.load(str(src))
-    arr = np.asanyarray(img.dataobj)
-    affine = img.affine.copy()
-    for axis in flip_axes:
-        arr = np.flip(arr, axis)
-        flip = np.eye(4)
-        flip[axis, axis], flip[axis, 3] = -1, arr.shape[axis] - 1
-        affine = affine @ flip
-    arr = np.transpose(arr, transpose)
-    perm = np.eye(4)
-    perm[:3, :3] = np.eye(3)[:, list(transpose)]
-    return write_nifti(dest, np.ascontiguousarray(arr), affine @ perm)
 
 
 @pytest.fixture(scope="module")
@@ -217,8 +201,8 @@ def test_mixed_unet_models_load_and_predict(tmp_path):
 def test_predict_file_keeps_geometry_of_any_stored_orientation(real_run, tmp_path, capsys):
     variants = {
         "stored": REAL_CT,
-        "flipped": stored_copy(REAL_CT, tmp_path / "flipped.nii.gz", flip_axes=(0, 2)),
-        "permuted": stored_copy(REAL_CT, tmp_path / "permuted.nii", flip_axes=(1,), transpose=(2, 0, 1)),
+        "flipped": reoriented_copy(REAL_CT, tmp_path / "flipped.nii.gz", flip_axes=(0, 2)),
+        "permuted": reoriented_copy(REAL_CT, tmp_path / "permuted.nii", flip_axes=(1,), transpose=(2, 0, 1)),
     }
     canonical = {}
     for name, path in variants.items():

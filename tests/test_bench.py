@@ -1,0 +1,137 @@
+"""`liverlib bench`: the plumbing only (tiny sizes). Speed is never asserted here."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import pytest
+
+from liverlib import bench
+from liverlib.cli import main
+
+KEYS = {
+    "train_slices_per_s_mixed": float,
+    "train_slices_per_s_max": float,
+    "pipeline_ratio": float,
+    "train_gflops_per_s": float,
+    "peak_gflops_per_s": float,
+    "predict_s_per_volume": float,
+    "predict_breakdown_s": dict,
+    "preprocess_slices_per_s": float,
+    "nifti_read_slices_per_s": float,
+    "peak_rss_mb_small": float,
+    "peak_rss_mb_large": float,
+    "device": str,
+    "backend": str,
+    "versions": dict,
+    "targets": dict,
+    "seconds": float,
+}
+
+
+@pytest.fixture(scope="module")
+def quick_result(tmp_path_factory, monkeypatch_module):
+    """One quick benchmark run through the CLI, written to a file."""
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    monkeypatch_module.setattr(bench, "FULL", bench.QUICK)  # the CLI runs FULL sizes
+    assert main(["bench", "--out", str(out)]) == 0
+    return json.loads(out.read_text())
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as mp:
+        yield mp
+
+
+def test_every_key_with_a_sane_value(quick_result):
+    for key, kind in KEYS.items():
+        assert isinstance(quick_result[key], kind), key
+    for key in KEYS:
+        if KEYS[key] is float:
+            assert quick_result[key] > 0, key
+    assert quick_result["backend"] == keras.backend.backend()
+    versions = quick_result["versions"]
+    for name in ("python", "numpy", "keras", keras.backend.backend(), "nibabel", "pydensecrf"):
+        assert isinstance(versions[name], str) and versions[name], name
+
+
+def test_predict_breakdown_adds_up_and_the_crf_ran(quick_result):
+    parts = quick_result["predict_breakdown_s"]
+    assert set(parts) == {"stage1", "stage2", "network", "resample", "largest_component", "crf", "other", "warmup"}
+    total = parts["stage1"] + parts["stage2"] + parts["largest_component"] + parts["crf"] + parts["other"]
+    assert total == pytest.approx(quick_result["predict_s_per_volume"], rel=1e-2)
+    assert parts["network"] <= parts["stage1"] + parts["stage2"]
+    assert parts["crf"] > 0 and parts["stage2"] > 0  # the downstream path was not skipped
+    predicted = quick_result["details"]["predict"]
+    assert predicted["liver_ml_predicted"] == pytest.approx(predicted["liver_ml_reference"], rel=0.2)
+
+
+def test_targets_match_the_values(quick_result):
+    targets = quick_result["targets"]
+    assert set(targets) == set(bench.TARGETS)
+    r, d = quick_result, quick_result["details"]
+    # Ratios are paired: the median over rounds of the ratio within each round.
+    per_round = [a / b for a, b in zip(d["training"]["slices_per_s_mixed"], d["training"]["slices_per_s_max"])]
+    assert targets["mixed_vs_max"]["value"] == pytest.approx(sorted(per_round)[0] / 2 + sorted(per_round)[1] / 2, rel=1e-2)
+    assert targets["pipeline_ratio"]["value"] == pytest.approx(r["pipeline_ratio"], rel=1e-3)
+    assert targets["preprocess_vs_nifti_read"]["value"] == pytest.approx(
+        d["preprocess"]["read_s"][0] / d["preprocess"]["build_s"][0], rel=1e-2
+    )
+    assert targets["rss_large_vs_small"]["value"] == pytest.approx(r["peak_rss_mb_large"] / r["peak_rss_mb_small"], rel=1e-3)
+    assert targets["predict_s_per_volume"]["pass"] == (r["predict_s_per_volume"] <= 30)
+    for t in targets.values():
+        assert isinstance(t["pass"], bool)
+    memory = quick_result["details"]["memory"]
+    assert memory["large"]["cases"] == 4 * memory["small"]["cases"]
+
+
+def test_stdout_holds_only_the_json(capsys, monkeypatch):
+    canned = {"targets": {"a": {"pass": True}}, "seconds": 1.0}
+    monkeypatch.setattr(bench, "measure", lambda sizes: canned)
+    assert bench.run_benchmarks() == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == canned
+    assert "targets met" in captured.err
+
+
+def test_evaluate_targets_rules():
+    values = {
+        "train_slices_per_s_mixed": 90.0, "train_slices_per_s_max": 100.0,  # 0.9: pass
+        "pipeline_ratio": 0.89,                                               # fail
+        "train_gflops_per_s": 49.0, "peak_gflops_per_s": 100.0,               # fail
+        "preprocess_slices_per_s": 50.0, "nifti_read_slices_per_s": 100.0,   # 0.5: pass
+        "peak_rss_mb_small": 100.0, "peak_rss_mb_large": 121.0,              # fail
+        "predict_s_per_volume": 30.0,                                         # pass
+    }  # fmt: skip
+    passed = {name: t["pass"] for name, t in bench.evaluate_targets(values).items()}
+    assert passed == {
+        "mixed_vs_max": True,
+        "pipeline_ratio": False,
+        "train_vs_peak_flops": False,
+        "preprocess_vs_nifti_read": True,
+        "rss_large_vs_small": False,
+        "predict_s_per_volume": True,
+    }
+    assert bench.evaluate_targets({})["pipeline_ratio"] == {"value": None, "target": ">= 0.9", "pass": None}
+    # A paired ratio wins over the ratio of the medians.
+    assert bench.evaluate_targets(values, {"mixed_vs_max": 0.8})["mixed_vs_max"]["pass"] is False
+
+
+def test_conv_flops_counts_each_convolution():
+    inputs = keras.Input((8, 6, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same")(inputs)  # 2*8*6*3*3*3*4 = 10368
+    x = keras.layers.MaxPooling2D(2)(x)
+    x = keras.layers.Conv2D(5, 1)(x)  # 2*4*3*1*1*4*5 = 480
+    assert bench.conv_flops(keras.Model(inputs, x)) == 10368 + 480
+
+
+def test_conv_flops_of_the_paper_unet():
+    from liverlib.model import mixed_unet
+
+    # Hand count for base_filters=1, depth=1, 8x8 input: encoder 1->1, 1->1 at 8x8;
+    # bottom 1->2, 2->2 at 4x4; up-conv (2x2) 2->1 at 8x8; decoder 2->1, 1->1 at 8x8; output 1x1 1->1.
+    expected = 2 * (64 * 9 * 1 + 64 * 9 * 1 + 16 * 9 * 2 + 16 * 9 * 4 + 64 * 4 * 2 + 64 * 9 * 2 + 64 * 9 * 1 + 64 * 1)
+    model = mixed_unet((8, 8, 1), base_filters=1, depth=1, dropout=0.0)
+    assert bench.conv_flops(model) == expected

@@ -593,9 +593,9 @@ class PredictionPaths:
 
 def prediction_paths(run_dir: str | Path, case_id: int) -> PredictionPaths:
     """``RUN/predictions/{before,after}-crf/segmentation-N.nii.gz`` of one case."""
-    root = RunFolder(Path(run_dir)).predictions
-    name = f"segmentation-{int(case_id)}.nii.gz"
-    return PredictionPaths(root / "before-crf" / name, root / "after-crf" / name)
+    from liverlib.evaluate import prediction_path
+
+    return PredictionPaths(prediction_path(run_dir, case_id, 0), prediction_path(run_dir, case_id, 1))
 
 
 def prediction_complete(run_dir: str | Path, case_id: int) -> bool:

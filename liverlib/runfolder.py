@@ -18,12 +18,14 @@ their inputs, so a second run on the same data reuses them.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from liverlib import config as config_module
+from liverlib.atomic import write_json
 from liverlib.data import CaseFiles, discover
 
 
@@ -119,14 +121,13 @@ def dataset_cases(cfg: dict, workers: int | None = None) -> list[CaseFiles]:
         return discover(data["dir"])
     from liverlib.phantoms import write_cohort
 
-    folder = cache_root() / "phantoms" / f"seed{data['phantom_seed']}-n{data['phantom_cases']}-s{data['phantom_size']}"
-    write_cohort(
-        folder,
-        cases=data["phantom_cases"],
-        seed=data["phantom_seed"],
-        size=data["phantom_size"],
-        workers=workers or cfg["preprocess"]["workers"],
-    )
+    spec = {"cases": data["phantom_cases"], "seed": data["phantom_seed"], "size": data["phantom_size"]}
+    folder = cache_root() / "phantoms" / f"seed{spec['seed']}-n{spec['cases']}-s{spec['size']}"
+    marker = folder / "cohort.json"
+    # write_cohort verifies every case by loading it; do that once, not on every call.
+    if not marker.is_file() or json.loads(marker.read_text()) != spec:
+        write_cohort(folder, workers=workers or cfg["preprocess"]["workers"], **spec)
+        write_json(marker, spec)
     return discover(folder)
 
 

@@ -56,6 +56,9 @@ What is timed
     ``resample`` are parts, ``largest_component``, ``crf`` (both CRFs,
     :func:`liverlib.crf.refine_labels`), ``other`` (the rest of the total),
     and ``warmup`` (not in the total).
+``predict_s_per_volume_bfloat16``, ``predict_breakdown_s_bfloat16``
+    The same with the networks in bfloat16 (``liverlib predict --precision
+    bfloat16``, :func:`liverlib.model.inference_copy`).
 ``preprocess_slices_per_s``, ``nifti_read_slices_per_s``
     Planes per second of :func:`liverlib.cache.build_cache` from scratch
     (the ``default`` profile's ``preprocess`` section and workers) on N
@@ -119,6 +122,7 @@ TARGETS = {
     "preprocess_vs_nifti_read": ">= 0.5",
     "rss_large_vs_small": "<= 1.2",
     "predict_s_per_volume": "<= 30",
+    "predict_s_per_volume_bfloat16": "<= 30",  # the same, with `--precision bfloat16`
 }
 
 
@@ -513,7 +517,7 @@ def _perfect_probabilities(phantom, cfg: dict) -> tuple[np.ndarray, np.ndarray]:
     return liver_prob.astype(np.float32, copy=False), lesion_prob.astype(np.float32, copy=False)
 
 
-def bench_predict(cfg: dict, sizes: BenchSizes = FULL, log: Log = _stderr) -> dict[str, Any]:
+def bench_predict(cfg: dict, sizes: BenchSizes = FULL, log: Log = _stderr, precision: str = "float32") -> dict[str, Any]:
     """Seconds of :func:`liverlib.inference.predict_volume` (CRF on) on a phantom volume.
 
     See the module docstring for exactly what is timed and why the networks'
@@ -523,6 +527,8 @@ def bench_predict(cfg: dict, sizes: BenchSizes = FULL, log: Log = _stderr) -> di
     ----------
     cfg : dict
         The ``paper`` profile (network width, preprocessing, predict and CRF sections).
+    precision : {"float32", "bfloat16"}
+        Network precision (:func:`liverlib.model.inference_copy`).
 
     Returns
     -------
@@ -530,7 +536,7 @@ def bench_predict(cfg: dict, sizes: BenchSizes = FULL, log: Log = _stderr) -> di
         ``predict_s_per_volume``, ``predict_breakdown_s`` and ``details``.
     """
     from liverlib import crf, inference, preprocess
-    from liverlib.model import mixed_unet
+    from liverlib.model import inference_copy, mixed_unet
     from liverlib.phantoms import make_phantom
     from liverlib.train import set_seed
 
@@ -545,8 +551,12 @@ def bench_predict(cfg: dict, sizes: BenchSizes = FULL, log: Log = _stderr) -> di
     width = int(sizes.predict_base_filters or m["base_filters"])
     models = [
         tuple(
-            mixed_unet((size, size, 1), base_filters=width, depth=m["depth"], dropout=m["dropout"], pooling=m["pooling"],
-                       mixed_inference=m["mixed_inference"], mixed_granularity=m["mixed_granularity"], name=stage)
+            inference_copy(
+                mixed_unet((size, size, 1), base_filters=width, depth=m["depth"], dropout=m["dropout"],
+                           pooling=m["pooling"], mixed_inference=m["mixed_inference"],
+                           mixed_granularity=m["mixed_granularity"], normalization=m["normalization"], name=stage),
+                precision,
+            )
             for stage in ("liver", "lesion")
         )
     ]  # fmt: skip
@@ -585,6 +595,7 @@ def bench_predict(cfg: dict, sizes: BenchSizes = FULL, log: Log = _stderr) -> di
             "shape": [int(s) for s in image.shape],
             "spacing_mm": [float(s) for s in phantom.spacing],
             "base_filters": width,
+            "precision": precision,
             "batch_size": batch,
             "liver_ml_reference": float((phantom.label > 0).sum() * voxel_ml),
             "liver_ml_predicted": float((labels > 0).sum() * voxel_ml),
@@ -807,6 +818,7 @@ def evaluate_targets(result: dict[str, Any], paired: dict[str, float] | None = N
         "preprocess_vs_nifti_read": ratio("preprocess_slices_per_s", "nifti_read_slices_per_s"),
         "rss_large_vs_small": ratio("peak_rss_mb_large", "peak_rss_mb_small"),
         "predict_s_per_volume": result.get("predict_s_per_volume"),
+        "predict_s_per_volume_bfloat16": result.get("predict_s_per_volume_bfloat16"),
     }
     values.update({k: v for k, v in (paired or {}).items() if v is not None})
     out = {}
@@ -871,12 +883,17 @@ def measure(sizes: BenchSizes = FULL, log: Log = _stderr) -> dict[str, Any]:
     predict = bench_predict(paper, sizes, log)
     details["predict"] = predict.pop("details")
     result.update(predict)
+    fast = bench_predict(paper, sizes, log, precision="bfloat16")
+    details["predict_bfloat16"] = fast.pop("details")
+    result["predict_s_per_volume_bfloat16"] = fast["predict_s_per_volume"]
+    result["predict_breakdown_s_bfloat16"] = fast["predict_breakdown_s"]
 
     ordered = {
         key: result[key]
         for key in (
             "train_slices_per_s_mixed", "train_slices_per_s_max", "pipeline_ratio",
             "train_gflops_per_s", "peak_gflops_per_s", "predict_s_per_volume", "predict_breakdown_s",
+            "predict_s_per_volume_bfloat16", "predict_breakdown_s_bfloat16",
             "preprocess_slices_per_s", "nifti_read_slices_per_s", "peak_rss_mb_small", "peak_rss_mb_large",
         )
     }  # fmt: skip

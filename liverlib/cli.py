@@ -46,7 +46,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from liverlib.inference import predict_file
 
-    predict_file(args.input, args.output, run_dir=args.run, fold=args.fold, use_crf=not args.no_crf)
+    predict_file(args.input, args.output, run_dir=args.run, fold=args.fold, use_crf=not args.no_crf,
+                 precision=args.precision)
     return 0
 
 
@@ -95,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", type=Path, required=True, help="trained run folder")
     p.add_argument("--fold", type=int, default=None, help="use one fold's models (default: all)")
     p.add_argument("--no-crf", action="store_true", help="skip the 3D CRF")
+    p.add_argument("--precision", choices=("float32", "bfloat16"), default=None,
+                   help="network precision (default: the run's predict.precision); "
+                        "bfloat16 is ~2x faster on CPUs with AVX512-BF16/AMX and on GPUs")  # fmt: skip
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("evaluate", help="score predictions against references (LiTS metrics)")

@@ -18,6 +18,13 @@ pass number, and each batch's augmentation draws from its own generator seeded b
 in any order and still give the same batches, so a run is reproducible. With
 ``steps_per_epoch > 0`` an epoch is that many full batches and consecutive epochs
 walk on through the passes, so the whole set is seen even with short epochs.
+
+Foreground oversampling (``foreground_fraction > 0``, training only): that share
+of every batch is drawn from the slices whose mask is not empty, walking through
+their own seeded passes, and the rest from all slices, as nnU-Net does
+(``oversample_foreground_percent``). Lesions cover ~0.4 % of the liver-ROI
+pixels of the phantom cohort and ~1 % of LiTS's; without it a small network
+settles on "no lesion anywhere" before it finds them.
 Call ``model.fit(dataset, shuffle=False, ...)``: the dataset shuffles itself, and
 Keras' own ``shuffle=True`` would reorder the batches with Python's global
 ``random``, outside this seed.
@@ -64,6 +71,9 @@ class SliceDataset(keras.utils.PyDataset):
     steps_per_epoch : int
         Batches per epoch; 0 means one pass over the slices (the last batch may
         then be smaller).
+    foreground_fraction : float
+        Share of every batch drawn from slices with foreground (``y`` not empty),
+        in [0, 1]; 0 (default) samples the slices uniformly. Only with ``shuffle``.
     levels : int, optional
         Number of gray levels, to scale ``x`` to [0, 1] as ``x / (levels - 1)``;
         default from the cache's config (256 for arrays).
@@ -83,6 +93,7 @@ class SliceDataset(keras.utils.PyDataset):
         augment: dict | None = None,
         seed: int = 0,
         steps_per_epoch: int = 0,
+        foreground_fraction: float = 0.0,
         levels: int | None = None,
         workers: int = 1,
         use_multiprocessing: bool = False,
@@ -101,7 +112,13 @@ class SliceDataset(keras.utils.PyDataset):
             raise ValueError("no slices to train on: the selected cases have none for this stage")
         if int(batch_size) < 1 or int(steps_per_epoch) < 0:
             raise ValueError(f"batch_size must be >= 1 and steps_per_epoch >= 0, got {batch_size!r}, {steps_per_epoch!r}")
+        if not 0.0 <= float(foreground_fraction) <= 1.0:
+            raise ValueError(f"foreground_fraction must be in [0, 1], got {foreground_fraction!r}")
         self.x, self.y = x, y
+        # Positions of the foreground slices; oversampling needs shuffling and some foreground.
+        self.foreground = np.flatnonzero(y.reshape(len(y), -1).any(axis=1))
+        share = float(foreground_fraction) if shuffle and len(self.foreground) else 0.0
+        self.foreground_per_batch = int(round(share * int(batch_size)))
         self.stage = stage
         self.batch_size = int(batch_size)
         self.shuffle = bool(shuffle)
@@ -123,28 +140,43 @@ class SliceDataset(keras.utils.PyDataset):
             return self.steps_per_epoch
         return -(-len(self.x) // self.batch_size)
 
-    def _order(self, pass_index: int) -> np.ndarray:
-        """The slice order of one pass over the data."""
+    def _order(self, pass_index: int, pool: int = 0) -> np.ndarray:
+        """The slice order of one pass over the data (pool 0) or over its foreground slices (pool 1)."""
         with self._lock:
-            order = self._orders.get(pass_index)
+            order = self._orders.get((pool, pass_index))
             if order is None:
-                n = len(self.x)
-                order = np.random.default_rng([self.seed, pass_index]).permutation(n) if self.shuffle else np.arange(n)
-                self._orders = {k: v for k, v in self._orders.items() if k >= pass_index - 1}  # keep memory flat
-                self._orders[pass_index] = order
+                n = len(self.x) if pool == 0 else len(self.foreground)
+                if not self.shuffle:
+                    order = np.arange(n)
+                elif pool == 0:
+                    order = np.random.default_rng([self.seed, pass_index]).permutation(n)
+                else:
+                    order = self.foreground[np.random.default_rng([self.seed, pass_index, 2]).permutation(n)]
+                # keep memory flat: only the previous and the current pass of each pool
+                self._orders = {k: v for k, v in self._orders.items() if k[0] != pool or k[1] >= pass_index - 1}
+                self._orders[(pool, pass_index)] = order
             return order
+
+    def _walk(self, start: int, count: int, pool: int) -> np.ndarray:
+        """``count`` slice indices from position ``start`` of a pool's endless sequence of passes."""
+        n = len(self.x) if pool == 0 else len(self.foreground)
+        passes, offsets = np.divmod(start + np.arange(count), n)
+        return np.concatenate([self._order(int(p), pool)[offsets[passes == p]] for p in np.unique(passes)])
 
     def indices(self, index: int, epoch: int | None = None) -> np.ndarray:
         """Slice indices of batch ``index`` of ``epoch`` (default: the current epoch)."""
         epoch = self.epoch if epoch is None else int(epoch)
         if not 0 <= index < len(self):
             raise IndexError(f"batch {index} out of range (0..{len(self) - 1})")
-        n = len(self.x)
-        if not self.steps_per_epoch:
+        k = self.foreground_per_batch
+        if not self.steps_per_epoch and not k:
             return self._order(epoch)[index * self.batch_size : (index + 1) * self.batch_size]
-        positions = (epoch * self.steps_per_epoch + index) * self.batch_size + np.arange(self.batch_size)
-        passes, offsets = np.divmod(positions, n)
-        return np.concatenate([self._order(int(p))[offsets[passes == p]] for p in np.unique(passes)])
+        step = epoch * len(self) + index  # batches before this one, over all epochs
+        rest = self.batch_size - k
+        parts = [self._walk(step * k, k, pool=1)] if k else []
+        if rest:
+            parts.append(self._walk(step * rest, rest, pool=0))
+        return np.concatenate(parts)
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         epoch = self.epoch

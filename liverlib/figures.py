@@ -575,6 +575,7 @@ def unet_diagram(
     size: int = 96,
     mixed_inference: str = "expectation",
     mixed_granularity: str = "channel",
+    normalization: str = "none",
 ) -> plt.Figure:
     """A schematic of the (Mixed-)U-Net of :func:`liverlib.model.mixed_unet`.
 
@@ -588,6 +589,7 @@ def unet_diagram(
 
     if depth < 1 or base_filters < 1 or size % 2**depth:
         raise ValueError(f"need depth >= 1, base_filters >= 1 and size divisible by 2**depth, got {depth}, {base_filters}, {size}")
+    norm = {"none": "", "instance": " + IN", "batch": " + BN"}[normalization]
     pool_name = {"mixed": "mixed pool 2×2", "max": "max pool 2×2", "avg": "avg pool 2×2"}[pooling]
     pool_colour = {"mixed": "#d62728", "max": "#1f77b4", "avg": "#9467bd"}[pooling]
     width, height, dx, dy = 2.3, 0.95, 3.05, 1.45
@@ -615,7 +617,7 @@ def unet_diagram(
         kind = "encoder" if index < depth else "bottom" if index == depth else "decoder"
         face = {"encoder": "#dbe9f6", "bottom": "#fde0c5", "decoder": "#dff2dc"}[kind]
         drop = dropout > 0 and (index == depth - 1 or index == depth)
-        text = f"level {index + 1}\n2× conv 3×3 + ReLU\n{filters} ch, {side}×{side}" + ("\n+ dropout %g" % dropout if drop else "")
+        text = f"level {index + 1}\n2× conv 3×3{norm} + ReLU\n{filters} ch, {side}×{side}" + ("\n+ dropout %g" % dropout if drop else "")
         box(x, y, text, face, edge="#d62728" if drop else "0.25")
 
     for index in range(levels - 1):  # vertical arrows where consecutive boxes overlap

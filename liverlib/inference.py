@@ -145,17 +145,17 @@ def model_paths(run_dir: str | Path, fold: int | None = None) -> list[tuple[int,
     return out
 
 
-def _load(path: Path):
-    from liverlib.model import load_model
+def _load(path: Path, precision: str = "float32"):
+    from liverlib.model import inference_copy, load_model
 
     try:
-        return load_model(path, compile=False)  # inference only: no optimizer state needed
+        return inference_copy(load_model(path, compile=False), precision)  # inference only: no optimizer state
     except Exception as exc:  # a truncated or foreign .keras file raises many types
         reason = (str(exc).strip().splitlines() or [""])[0]
         raise LiverlibError(f"cannot load this model ({type(exc).__name__}: {reason})", path) from None
 
 
-def load_models(run_dir: str | Path, fold: int | None = None) -> list[ModelPair]:
+def load_models(run_dir: str | Path, fold: int | None = None, precision: str = "float32") -> list[ModelPair]:
     """Load the trained ``(liver, lesion)`` model pairs of a run.
 
     Parameters
@@ -164,6 +164,8 @@ def load_models(run_dir: str | Path, fold: int | None = None) -> list[ModelPair]
         A run folder with ``models/fold-K/liver.keras`` and ``lesion.keras``.
     fold : int, optional
         Load one fold; default every fold (their mean is the ensemble's prediction).
+    precision : {"float32", "bfloat16"}
+        Compute precision of the loaded networks (:func:`liverlib.model.inference_copy`).
 
     Returns
     -------
@@ -175,7 +177,7 @@ def load_models(run_dir: str | Path, fold: int | None = None) -> list[ModelPair]
     LiverlibError
         See :func:`model_paths`; also for a model file that cannot be loaded.
     """
-    return [(_load(liver), _load(lesion)) for _, liver, lesion in model_paths(run_dir, fold)]
+    return [(_load(liver, precision), _load(lesion, precision)) for _, liver, lesion in model_paths(run_dir, fold)]
 
 
 # --------------------------------------------------------------------------- networks
@@ -522,8 +524,9 @@ def predict_file(
     run_dir: str | Path,
     fold: int | None = None,
     use_crf: bool = True,
+    precision: str | None = None,
 ) -> Path:
-    """``liverlib predict IN OUT --run RUN [--fold K] [--no-crf]``: segment one CT file.
+    """``liverlib predict IN OUT --run RUN [--fold K] [--no-crf] [--precision P]``: segment one CT file.
 
     Reads the CT in canonical orientation, segments it with the run's models
     (every fold's, averaged, or one fold's) and writes the labels {0, 1, 2}
@@ -542,6 +545,8 @@ def predict_file(
         Use this fold's models only; default all folds.
     use_crf : bool
         Apply the 3D CRF (if the run's config enables it).
+    precision : {"float32", "bfloat16"}, optional
+        Compute precision of the networks; default the run's ``predict.precision``.
 
     Returns
     -------
@@ -565,9 +570,10 @@ def predict_file(
         f"spacing {'x'.join(f'{s:.2f}' for s in spacing)} mm, stored {''.join(geometry.axcodes)}",
         flush=True,
     )
-    models = [(_load(liver), _load(lesion)) for _, liver, lesion in paths]
+    precision = precision or cfg["predict"].get("precision", "float32")  # runs made before the key: float32
+    models = [(_load(liver, precision), _load(lesion, precision)) for _, liver, lesion in paths]
     folds = ", ".join(str(k) for k, _, _ in paths)
-    print(f"models: run {Path(run_dir)}, fold{'s' if len(paths) > 1 else ''} {folds}", flush=True)
+    print(f"models: run {Path(run_dir)}, fold{'s' if len(paths) > 1 else ''} {folds}, {precision}", flush=True)
     labels = predict_volume(image, spacing, models, cfg, use_crf=use_crf, log=lambda line: print(line, flush=True))
     data.save_like(labels, geometry, output)
     voxel_ml = float(np.prod(spacing)) / 1000.0
@@ -722,7 +728,7 @@ def predict_cases(
         pending = [files for files in test if not prediction_complete(run_dir, files.case_id)]
         if not pending:
             continue
-        models = load_models(run_dir, fold["fold"])
+        models = load_models(run_dir, fold["fold"], cfg["predict"].get("precision", "float32"))
         for files in pending:
             row = predict_case(files, models, cfg, run_dir, fold["fold"])
             timing = pd.concat([timing[timing["case"] != row["case"]], pd.DataFrame([row])], ignore_index=True)

@@ -33,6 +33,7 @@ __all__ = [
     "dice_coefficient",
     "compile_model",
     "load_model",
+    "inference_copy",
     "GRANULARITIES",
     "INFERENCE_RULES",
     "POOLINGS",
@@ -42,6 +43,8 @@ __all__ = [
 GRANULARITIES = ("channel", "region", "call")
 INFERENCE_RULES = ("expectation", "majority", "max", "avg")
 POOLINGS = ("mixed", "max", "avg")
+NORMALIZATIONS = ("none", "instance", "batch")
+PRECISIONS = ("float32", "bfloat16")
 LOSSES = ("bce", "bce_dice")
 
 
@@ -253,21 +256,30 @@ class MixedPooling2D(keras.layers.Layer):
 # -- the network -------------------------------------------------------------
 
 
-def _conv(filters: int, kernel_size: int, name: str) -> keras.layers.Conv2D:
-    return keras.layers.Conv2D(
+def _conv(x, filters: int, kernel_size: int, name: str, normalization: str = "none"):
+    """Convolution and ReLU; with a normalization, Conv (no bias) -> Norm -> ReLU."""
+    x = keras.layers.Conv2D(
         filters,
         kernel_size,
-        activation="relu",
+        activation="relu" if normalization == "none" else None,
+        use_bias=normalization == "none",  # the normalization's offset replaces the bias
         padding="same",
         kernel_initializer="he_normal",
         name=name,
-    )
+    )(x)
+    if normalization == "none":
+        return x
+    if normalization == "batch":
+        x = keras.layers.BatchNormalization(name=f"{name}_norm")(x)
+    else:  # instance normalization: one group per channel
+        x = keras.layers.GroupNormalization(groups=filters, name=f"{name}_norm")(x)
+    return keras.layers.Activation("relu", name=f"{name}_relu")(x)
 
 
-def _conv_block(x, filters: int, prefix: str):
+def _conv_block(x, filters: int, prefix: str, normalization: str = "none"):
     """One U-Net level: two 3x3 convolutions with ReLU."""
-    x = _conv(filters, 3, f"{prefix}_conv1")(x)
-    return _conv(filters, 3, f"{prefix}_conv2")(x)
+    x = _conv(x, filters, 3, f"{prefix}_conv1", normalization)
+    return _conv(x, filters, 3, f"{prefix}_conv2", normalization)
 
 
 def _pooling_layer(pooling: str, mixed_inference: str, mixed_granularity: str, name: str):
@@ -288,6 +300,7 @@ def mixed_unet(
     pooling: str = "mixed",
     mixed_inference: str = "expectation",
     mixed_granularity: str = "channel",
+    normalization: str = "none",
     name: str | None = None,
 ) -> keras.Model:
     """Build the Mixed-UNet of the paper (section 3.4, Table 2).
@@ -319,6 +332,12 @@ def mixed_unet(
     mixed_inference, mixed_granularity : str
         ``inference`` and ``granularity`` of `MixedPooling2D` (ignored for
         other poolings).
+    normalization : {"none", "instance", "batch"}, default "none"
+        Normalization between each convolution and its ReLU. The paper's U-Net
+        has none. "instance" (as nnU-Net) lets the narrow networks of the
+        ``smoke`` and ``default`` profiles converge within their few hundred
+        steps; "batch" does too in training, but its moving statistics lag
+        behind on such short runs and spoil inference.
     name : str, optional
         Model name; default ``"<pooling>_unet"``.
 
@@ -334,6 +353,7 @@ def mixed_unet(
     reproducible model.
     """
     _check_choice("pooling", pooling, POOLINGS)
+    _check_choice("normalization", normalization, NORMALIZATIONS)
     _check_choice("mixed_inference", mixed_inference, INFERENCE_RULES)
     _check_choice("mixed_granularity", mixed_granularity, GRANULARITIES)
     if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth < 1:
@@ -360,13 +380,13 @@ def mixed_unet(
     skips = []
     for level in range(1, depth + 1):
         prefix = f"encoder{level}"
-        x = _conv_block(x, base_filters * 2 ** (level - 1), prefix)
+        x = _conv_block(x, base_filters * 2 ** (level - 1), prefix, normalization)
         if level == depth and dropout > 0:
             x = keras.layers.Dropout(dropout, name=f"{prefix}_dropout")(x)
         skips.append(x)
         x = _pooling_layer(pooling, mixed_inference, mixed_granularity, f"{prefix}_pool")(x)
 
-    x = _conv_block(x, base_filters * 2**depth, "bottom")
+    x = _conv_block(x, base_filters * 2**depth, "bottom", normalization)
     if dropout > 0:
         x = keras.layers.Dropout(dropout, name="bottom_dropout")(x)
 
@@ -374,9 +394,9 @@ def mixed_unet(
         prefix = f"decoder{level}"
         filters = base_filters * 2 ** (level - 1)
         x = keras.layers.UpSampling2D(2, name=f"{prefix}_upsample")(x)
-        x = _conv(filters, 2, f"{prefix}_upconv")(x)
+        x = _conv(x, filters, 2, f"{prefix}_upconv", normalization)
         x = keras.layers.Concatenate(axis=-1, name=f"{prefix}_concat")([skips[level - 1], x])
-        x = _conv_block(x, filters, prefix)
+        x = _conv_block(x, filters, prefix, normalization)
 
     outputs = keras.layers.Conv2D(
         1, 1, activation="sigmoid", dtype="float32", name="output"
@@ -485,3 +505,38 @@ def load_model(path, compile: bool = True) -> keras.Model:
         "dice_coefficient": dice_coefficient,
     }
     return keras.saving.load_model(str(path), custom_objects=custom_objects, compile=compile)
+
+
+def inference_copy(model: keras.Model, precision: str = "float32") -> keras.Model:
+    """The model, or a copy with the same weights that computes in another precision.
+
+    Parameters
+    ----------
+    model : keras.Model
+    precision : {"float32", "bfloat16"}
+        "bfloat16" computes every layer but the output under Keras'
+        ``mixed_bfloat16`` policy (bfloat16 activations and matmuls, float32
+        weights) and keeps the sigmoid output in float32. On CPUs with native
+        bfloat16 (AVX512-BF16, AMX) and on GPUs this roughly halves the
+        network's time; elsewhere it can be slower. Masks agree with float32 to a
+        Dice of ~0.998 (measured on paper-width networks); run tables stay in
+        float32, so that they do not depend on the machine.
+
+    Returns
+    -------
+    keras.Model
+        ``model`` itself for "float32".
+    """
+    _check_choice("precision", precision, PRECISIONS)
+    if precision == "float32":
+        return model
+
+    def recreate(layer):
+        config = layer.get_config()
+        if layer.name != "output":  # the probabilities stay float32
+            config["dtype"] = "mixed_bfloat16"
+        return layer.__class__.from_config(config)
+
+    copy = keras.models.clone_model(model, clone_function=recreate)
+    copy.set_weights(model.get_weights())
+    return copy

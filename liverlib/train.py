@@ -58,6 +58,7 @@ def build_model(cfg: dict):
         pooling=m["pooling"],
         mixed_inference=m["mixed_inference"],
         mixed_granularity=m["mixed_granularity"],
+        normalization=m["normalization"],
     )
     return compile_model(model, loss=cfg["train"]["loss"], learning_rate=cfg["train"]["learning_rate"])
 
@@ -75,6 +76,7 @@ def _dataset(cache, case_ids, stage: str, cfg: dict, seed: int, training: bool):
         shuffle=training,
         seed=seed,
         steps_per_epoch=t["steps_per_epoch"] if training else 0,
+        foreground_fraction=t["lesion_foreground_fraction"] if training and stage == "lesion" else 0.0,
         workers=2 if training else 1,  # a prefetch thread keeps augmentation off the critical path
     )
 

@@ -91,6 +91,37 @@ def test_two_builds_give_identical_bytes_serial_or_parallel(cohort, tmp_path):
         assert {info.compress_type for info in zf.infolist()} == {zipfile.ZIP_STORED}
 
 
+def _recording_build_case(files, *args):
+    """Stands in for cache._build_case in the workers: logs case, pid and thread limit."""
+    from threadpoolctl import threadpool_info
+
+    import liverlib.cache
+
+    threads = max([pool["num_threads"] for pool in threadpool_info()] or [1])
+    with open(os.environ["LIVERLIB_TEST_PID_LOG"], "a") as f:
+        f.write(f"{files.case_id} {os.getpid()} {threads}\n")
+    return liverlib.cache._original_build_case(files, *args)
+
+
+def test_cases_are_built_in_single_threaded_worker_processes(cohort, tmp_path, monkeypatch):
+    import sys
+
+    import liverlib.cache as cache_module
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the stand-in reaches the workers through fork")
+    log = tmp_path / "pids"
+    monkeypatch.setenv("LIVERLIB_TEST_PID_LOG", str(log))
+    monkeypatch.setattr(cache_module, "_original_build_case", cache_module._build_case, raising=False)
+    monkeypatch.setattr(cache_module, "_build_case", _recording_build_case)
+    build_cache(discover(cohort), tmp_path / "cache", CFG, workers=2, progress=False)
+    rows = [line.split() for line in log.read_text().splitlines()]
+    assert sorted(int(r[0]) for r in rows) == [0, 1, 2]
+    pids = {int(r[1]) for r in rows}
+    assert 1 <= len(pids) <= 2 and os.getpid() not in pids  # the 2 workers, not this process
+    assert {int(r[2]) for r in rows} == {1}  # BLAS/OpenMP limited to one thread
+
+
 def test_a_killed_build_resumes_and_ends_complete(cohort, tmp_path):
     cases = discover(cohort)
     good = (cohort / "volume-2.nii.gz").read_bytes()
@@ -181,6 +212,34 @@ def test_slice_dataset_batches_are_deterministic_and_cover_the_set(cohort, tmp_p
     walk = SliceDataset(cache, [0, 1], 1, batch_size=8, seed=3, steps_per_epoch=3)
     positions = np.concatenate([walk.indices(i, epoch) for epoch in range(4) for i in range(3)])
     assert len(positions) == 96 and set(positions[:n]) == set(range(n))
+
+
+def test_foreground_oversampling_fills_each_batch_share(cohort, tmp_path):
+    from liverlib.dataset import SliceDataset
+
+    cache = build_cache(discover(cohort), tmp_path / "cache", CFG, progress=False)
+    x, y = cache.load([0, 1, 2], stage=1)
+    # a rare foreground: keep the masks of only 3 slices
+    has = np.flatnonzero(y.reshape(len(y), -1).any(axis=1))
+    y = y.copy()
+    y[has[3:]] = 0
+    rare = set(has[:3])
+    data = SliceDataset((x, y), batch_size=8, seed=5, steps_per_epoch=4, foreground_fraction=0.5)
+    assert data.foreground_per_batch == 4
+    for epoch in range(3):
+        for i in range(4):
+            chosen = data.indices(i, epoch)
+            assert len(chosen) == 8 and set(chosen[:4]) <= rare  # the first half is all foreground
+    again = SliceDataset((x, y), batch_size=8, seed=5, steps_per_epoch=4, foreground_fraction=0.5)
+    np.testing.assert_array_equal(data.indices(2, 1), again.indices(2, 1))
+    # the uniform stream is unchanged by oversampling: the last half equals a plain dataset's first half
+    plain = SliceDataset((x, y), batch_size=4, seed=5, steps_per_epoch=4)
+    np.testing.assert_array_equal(data.indices(1, 0)[4:], plain.indices(1, 0))
+    # no shuffling (validation) or no foreground: no oversampling
+    assert SliceDataset((x, y), batch_size=8, shuffle=False, foreground_fraction=0.5).foreground_per_batch == 0
+    assert SliceDataset((x, 0 * y), batch_size=8, foreground_fraction=0.5).foreground_per_batch == 0
+    with pytest.raises(ValueError, match="foreground_fraction"):
+        SliceDataset((x, y), foreground_fraction=1.5)
 
 
 def test_slice_dataset_trains_a_keras_model(cohort, tmp_path):

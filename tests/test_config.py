@@ -25,9 +25,10 @@ def test_paper_profile_is_table_2():
     assert cfg["preprocess"]["size"] == 96
     assert cfg["model"] == {
         "base_filters": 64, "depth": 4, "dropout": 0.5, "pooling": "mixed", "mixed_inference": "expectation",
-        "mixed_granularity": "channel",
+        "mixed_granularity": "channel", "normalization": "none",
     }
     train = cfg["train"]
+    assert train["lesion_foreground_fraction"] == 0.0  # the paper samples slices uniformly
     assert (train["loss"], train["learning_rate"], train["batch_size"], train["epochs"]) == ("bce", 1e-5, 32, 20)
     assert cfg["folds"] == 10
 

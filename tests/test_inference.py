@@ -235,11 +235,14 @@ def test_cli_predict(exact_run, tmp_path, capsys):
     data.save_like(phantom_volume(), data.Geometry(np.diag([1.0, 1.0, 2.0, 1.0]), (SIZE, SIZE, 12), ("R", "A", "S")),
                    src, dtype=np.int16)
     outs = {}
-    for name, extra in {"all": [], "fold0": ["--fold", "0"], "fold1": ["--fold", "1"]}.items():
+    variants = {"all": [], "fold0": ["--fold", "0"], "fold1": ["--fold", "1"],
+                "bf16": ["--fold", "0", "--precision", "bfloat16"]}  # fmt: skip
+    for name, extra in variants.items():
         out = tmp_path / f"seg-{name}.nii.gz"
         assert main(["predict", str(src), str(out), "--run", str(exact_run), "--no-crf", *extra]) == 0
         outs[name] = data.load_label(out)
     np.testing.assert_array_equal(outs["fold0"], expected_labels())
+    np.testing.assert_array_equal(outs["bf16"], expected_labels())
     np.testing.assert_array_equal(outs["all"], expected_labels())  # mean of 1 and 0.8 in the liver, 0.4 outside
     assert (outs["fold1"] > 0).all()  # fold 1 alone: 0.8 everywhere
     assert main(["predict", str(src), str(tmp_path / "seg-crf.nii.gz"), "--run", str(exact_run), "--fold", "0"]) == 0

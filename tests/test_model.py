@@ -268,6 +268,7 @@ def test_pooling_ablations(pooling, kind):
         ({"depth": 0}, "depth"),
         ({"dropout": 1.0}, "dropout"),
         ({"base_filters": 0}, "base_filters"),
+        ({"normalization": "layer"}, "normalization"),
     ],
 )
 def test_mixed_unet_bad_arguments(kwargs, message):
@@ -280,10 +281,50 @@ def test_no_dropout_layers_when_dropout_is_zero():
     assert not [layer for layer in model.layers if isinstance(layer, keras.layers.Dropout)]
 
 
-def test_saved_model_gives_identical_predictions(tmp_path):
+def test_instance_normalization_normalizes_each_feature_map_of_each_image():
+    model = mixed_unet(input_shape=(16, 16, 1), base_filters=4, depth=2, normalization="instance")
+    norms = [layer for layer in model.layers if layer.name.endswith("_norm")]
+    assert len(norms) == 2 * 5 + 2  # two per level and one per up-convolution
+    assert not any(layer.use_bias for layer in model.layers if isinstance(layer, keras.layers.Conv2D)
+                   and layer.name != "output")  # fmt: skip
+    # The first normalization's output: every (image, channel) map has mean 0 and std 1,
+    # whatever the brightness of the image (what makes it independent of batch statistics).
+    probe = keras.Model(model.input, model.get_layer("encoder1_conv1_norm").output)
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.random((1, 16, 16, 1)), 100 * rng.random((1, 16, 16, 1))]).astype("float32")
+    out = as_numpy(probe.predict(x, verbose=0))
+    np.testing.assert_allclose(out.mean(axis=(1, 2)), 0, atol=1e-4)
+    np.testing.assert_allclose(out.std(axis=(1, 2)), 1, atol=1e-2)
+
+
+def test_bfloat16_inference_copy_keeps_weights_and_float32_output():
+    from liverlib.model import inference_copy
+
+    keras.utils.set_random_seed(3)
+    model = mixed_unet(input_shape=(32, 32, 1), base_filters=4, depth=2, normalization="instance")
+    assert inference_copy(model, "float32") is model
+    fast = inference_copy(model, "bfloat16")
+    assert fast is not model and model.layers[1].dtype_policy.name == "float32"  # the original is unchanged
+    policies = {layer.name: layer.dtype_policy.name for layer in fast.layers[1:]}
+    assert policies.pop("output") == "float32"
+    assert set(policies.values()) == {"mixed_bfloat16"}
+    for a, b in zip(model.get_weights(), fast.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    x = np.random.default_rng(0).random((2, 32, 32, 1), dtype=np.float32)
+    exact, rounded = as_numpy(model.predict(x, verbose=0)), as_numpy(fast.predict(x, verbose=0))
+    assert rounded.dtype == np.float32
+    # bfloat16 keeps 8 bits of mantissa: close, but not equal
+    assert 0 < np.abs(exact - rounded).max() < 0.1
+    with pytest.raises(ValueError, match="precision"):
+        inference_copy(model, "float16")
+
+
+@pytest.mark.parametrize("normalization", ["none", "instance", "batch"])
+def test_saved_model_gives_identical_predictions(tmp_path, normalization):
     keras.utils.set_random_seed(1)
     model = compile_model(
-        mixed_unet(input_shape=(32, 32, 1), base_filters=2, depth=2), loss="bce_dice", learning_rate=1e-3
+        mixed_unet(input_shape=(32, 32, 1), base_filters=2, depth=2, normalization=normalization),
+        loss="bce_dice", learning_rate=1e-3,
     )
     rng = np.random.default_rng(2)
     x = rng.random((4, 32, 32, 1), dtype=np.float32)

@@ -18,6 +18,8 @@ KEYS = {
     "peak_gflops_per_s": float,
     "predict_s_per_volume": float,
     "predict_breakdown_s": dict,
+    "predict_s_per_volume_bfloat16": float,
+    "predict_breakdown_s_bfloat16": dict,
     "preprocess_slices_per_s": float,
     "nifti_read_slices_per_s": float,
     "peak_rss_mb_small": float,
@@ -66,6 +68,9 @@ def test_predict_breakdown_adds_up_and_the_crf_ran(quick_result):
     assert parts["crf"] > 0 and parts["stage2"] > 0  # the downstream path was not skipped
     predicted = quick_result["details"]["predict"]
     assert predicted["liver_ml_predicted"] == pytest.approx(predicted["liver_ml_reference"], rel=0.2)
+    fast = quick_result["details"]["predict_bfloat16"]
+    assert (predicted["precision"], fast["precision"]) == ("float32", "bfloat16")
+    assert fast["liver_ml_predicted"] == pytest.approx(predicted["liver_ml_predicted"], rel=0.05)
 
 
 def test_targets_match_the_values(quick_result):
@@ -104,6 +109,7 @@ def test_evaluate_targets_rules():
         "preprocess_slices_per_s": 50.0, "nifti_read_slices_per_s": 100.0,   # 0.5: pass
         "peak_rss_mb_small": 100.0, "peak_rss_mb_large": 121.0,              # fail
         "predict_s_per_volume": 30.0,                                         # pass
+        "predict_s_per_volume_bfloat16": 30.5,                                # fail
     }  # fmt: skip
     passed = {name: t["pass"] for name, t in bench.evaluate_targets(values).items()}
     assert passed == {
@@ -113,6 +119,7 @@ def test_evaluate_targets_rules():
         "preprocess_vs_nifti_read": True,
         "rss_large_vs_small": False,
         "predict_s_per_volume": True,
+        "predict_s_per_volume_bfloat16": False,
     }
     assert bench.evaluate_targets({})["pipeline_ratio"] == {"value": None, "target": ">= 0.9", "pass": None}
     # A paired ratio wins over the ratio of the medians.

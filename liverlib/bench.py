@@ -551,12 +551,7 @@ def bench_predict(cfg: dict, sizes: BenchSizes = FULL, log: Log = _stderr, preci
     width = int(sizes.predict_base_filters or m["base_filters"])
     models = [
         tuple(
-            inference_copy(
-                mixed_unet((size, size, 1), base_filters=width, depth=m["depth"], dropout=m["dropout"],
-                           pooling=m["pooling"], mixed_inference=m["mixed_inference"],
-                           mixed_granularity=m["mixed_granularity"], normalization=m["normalization"], name=stage),
-                precision,
-            )
+            inference_copy(mixed_unet((size, size, 1), **{**m, "base_filters": width}, name=stage), precision)
             for stage in ("liver", "lesion")
         )
     ]  # fmt: skip

@@ -19,15 +19,16 @@ in any order and still give the same batches, so a run is reproducible. With
 ``steps_per_epoch > 0`` an epoch is that many full batches and consecutive epochs
 walk on through the passes, so the whole set is seen even with short epochs.
 
+Call ``model.fit(dataset, shuffle=False, ...)``: the dataset shuffles itself, and
+Keras' own ``shuffle=True`` would reorder the batches with Python's global
+``random``, outside this seed.
+
 Foreground oversampling (``foreground_fraction > 0``, training only): that share
 of every batch is drawn from the slices whose mask is not empty, walking through
 their own seeded passes, and the rest from all slices, as nnU-Net does
 (``oversample_foreground_percent``). Lesions cover ~0.4 % of the liver-ROI
 pixels of the phantom cohort and ~1 % of LiTS's; without it a small network
 settles on "no lesion anywhere" before it finds them.
-Call ``model.fit(dataset, shuffle=False, ...)``: the dataset shuffles itself, and
-Keras' own ``shuffle=True`` would reorder the batches with Python's global
-``random``, outside this seed.
 """
 
 from __future__ import annotations
@@ -145,7 +146,7 @@ class SliceDataset(keras.utils.PyDataset):
         with self._lock:
             order = self._orders.get((pool, pass_index))
             if order is None:
-                n = len(self.x) if pool == 0 else len(self.foreground)
+                n = self._pool_size(pool)
                 if not self.shuffle:
                     order = np.arange(n)
                 elif pool == 0:
@@ -157,10 +158,12 @@ class SliceDataset(keras.utils.PyDataset):
                 self._orders[(pool, pass_index)] = order
             return order
 
+    def _pool_size(self, pool: int) -> int:
+        return len(self.x) if pool == 0 else len(self.foreground)
+
     def _walk(self, start: int, count: int, pool: int) -> np.ndarray:
         """``count`` slice indices from position ``start`` of a pool's endless sequence of passes."""
-        n = len(self.x) if pool == 0 else len(self.foreground)
-        passes, offsets = np.divmod(start + np.arange(count), n)
+        passes, offsets = np.divmod(start + np.arange(count), self._pool_size(pool))
         return np.concatenate([self._order(int(p), pool)[offsets[passes == p]] for p in np.unique(passes)])
 
     def indices(self, index: int, epoch: int | None = None) -> np.ndarray:

@@ -145,6 +145,11 @@ def model_paths(run_dir: str | Path, fold: int | None = None) -> list[tuple[int,
     return out
 
 
+def _precision(cfg: dict) -> str:
+    """The run's ``predict.precision``; float32 for runs made before the key existed."""
+    return cfg["predict"].get("precision", "float32")
+
+
 def _load(path: Path, precision: str = "float32"):
     from liverlib.model import inference_copy, load_model
 
@@ -570,7 +575,7 @@ def predict_file(
         f"spacing {'x'.join(f'{s:.2f}' for s in spacing)} mm, stored {''.join(geometry.axcodes)}",
         flush=True,
     )
-    precision = precision or cfg["predict"].get("precision", "float32")  # runs made before the key: float32
+    precision = precision or _precision(cfg)
     models = [(_load(liver, precision), _load(lesion, precision)) for _, liver, lesion in paths]
     folds = ", ".join(str(k) for k, _, _ in paths)
     print(f"models: run {Path(run_dir)}, fold{'s' if len(paths) > 1 else ''} {folds}, {precision}", flush=True)
@@ -728,7 +733,7 @@ def predict_cases(
         pending = [files for files in test if not prediction_complete(run_dir, files.case_id)]
         if not pending:
             continue
-        models = load_models(run_dir, fold["fold"], cfg["predict"].get("precision", "float32"))
+        models = load_models(run_dir, fold["fold"], _precision(cfg))
         for files in pending:
             row = predict_case(files, models, cfg, run_dir, fold["fold"])
             timing = pd.concat([timing[timing["case"] != row["case"]], pd.DataFrame([row])], ignore_index=True)

@@ -70,6 +70,7 @@ def table2(cfg: dict) -> pd.DataFrame:
         ``this run`` equals ``paper``.
     """
     model, train = cfg["model"], cfg["train"]
+    normalization = model.get("normalization", "none")  # runs made before the key had none
     depth, base = int(model["depth"]), int(model["base_filters"])
     size = int(cfg["preprocess"]["size"])
     steps = int(train.get("steps_per_epoch", 0))
@@ -81,8 +82,7 @@ def table2(cfg: dict) -> pd.DataFrame:
         "Number of layers": f"{2 * depth + 1} ({depth} down, bottom, {depth} up), 2 convolutions each",
         "Filters per level": "-".join(str(base * 2**k) for k in range(depth + 1)),
         "Mixed pooling layer": pooling,
-        "Convolution": "3×3" + {"none": "", "instance": ", instance normalization", "batch": ", batch normalization"}[
-            model.get("normalization", "none")],
+        "Convolution": "3×3" + ("" if normalization == "none" else f", {normalization} normalization"),
         "Activation function": "ReLU",
         "Output layer": "1×1 convolution, sigmoid",
         "Optimizer": "Adam",
@@ -95,7 +95,7 @@ def table2(cfg: dict) -> pd.DataFrame:
     }
     step_note = "an epoch is one pass over the training slices" if not steps else f"an epoch is {steps} batches"
     notes = {k: v.format(inference=inference, steps=step_note) for k, v in _NOTES.items()}
-    if model.get("normalization", "none") != "none":
+    if normalization != "none":
         notes["Convolution"] = "normalization before each ReLU: lets the narrow network converge in a short budget"
     if model["pooling"] != "mixed":
         notes["Mixed pooling layer"] = "an ablation: the same network with plain pooling"

@@ -49,17 +49,7 @@ def build_model(cfg: dict):
     from liverlib.model import compile_model, mixed_unet
 
     size = cfg["preprocess"]["size"]
-    m = cfg["model"]
-    model = mixed_unet(
-        input_shape=(size, size, 1),
-        base_filters=m["base_filters"],
-        depth=m["depth"],
-        dropout=m["dropout"],
-        pooling=m["pooling"],
-        mixed_inference=m["mixed_inference"],
-        mixed_granularity=m["mixed_granularity"],
-        normalization=m["normalization"],
-    )
+    model = mixed_unet(input_shape=(size, size, 1), **cfg["model"])  # the section's keys are its arguments
     return compile_model(model, loss=cfg["train"]["loss"], learning_rate=cfg["train"]["learning_rate"])
 
 

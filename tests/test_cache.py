@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REAL_CT, REAL_MASK, write_nifti
+from conftest import write_nifti
 
 from liverlib.cache import SliceCache, build_cache, cache_key
 from liverlib.data import discover
@@ -38,15 +38,11 @@ def synthetic_case(root: Path, case_id: int, seed: int, planes: int = 14) -> Non
 
 
 @pytest.fixture
-def cohort(tmp_path: Path) -> Path:
+def cohort(real_lits_dir: Path) -> Path:
     """Case 0 = the real CT (links), cases 1 and 2 synthetic."""
-    root = tmp_path / "lits"
-    root.mkdir()
-    (root / "volume-0.nii.gz").symlink_to(REAL_CT.resolve())
-    (root / "segmentation-0.nii.gz").symlink_to(REAL_MASK.resolve())
-    synthetic_case(root, 1, seed=1)
-    synthetic_case(root, 2, seed=2, planes=18)
-    return root
+    synthetic_case(real_lits_dir, 1, seed=1)
+    synthetic_case(real_lits_dir, 2, seed=2, planes=18)
+    return real_lits_dir
 
 
 def _files(folder: Path) -> dict[str, bytes]:

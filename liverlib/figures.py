@@ -576,6 +576,7 @@ def unet_diagram(
     mixed_inference: str = "expectation",
     mixed_granularity: str = "channel",
     normalization: str = "none",
+    output_prior: float = 0.5,
 ) -> plt.Figure:
     """A schematic of the (Mixed-)U-Net of :func:`liverlib.model.mixed_unet`.
 
@@ -640,7 +641,8 @@ def unet_diagram(
     ax.text(x_in, y_in + height / 2 + 0.55, f"input {size}×{size}×1\n(equalized slice)", ha="center", va="bottom", fontsize=8)
     arrow((x_in, y_in + height / 2 + 0.5), (x_in, y_in + height / 2 + 0.1), "0.25")
     arrow((x_out, y_out + height / 2 + 0.1), (x_out, y_out + height / 2 + 0.5), "0.25")
-    ax.text(x_out, y_out + height / 2 + 0.55, f"conv 1×1 + sigmoid\noutput {size}×{size}×1 in [0, 1]",
+    ax.text(x_out, y_out + height / 2 + 0.55, f"conv 1×1 + sigmoid\noutput {size}×{size}×1 in [0, 1]"
+            + ("" if output_prior == 0.5 else f"\n(starts at p = {output_prior:g})"),
             ha="center", va="bottom", fontsize=8)  # fmt: skip
     if pooling == "mixed":
         per = {"channel": "per sample and feature map", "region": "per pooling window", "call": "per batch"}[mixed_granularity]

@@ -5,14 +5,16 @@ over canonical ``(plane, row, column)`` arrays (see :mod:`liverlib.data`).
 
 Order of operations (training and inference alike)::
 
-    window [-100, 300] HU -> keep the relevant slices -> resize to 96 x 96 -> equalize -> uint8
+    padding -> air -> window [-100, 300] HU -> keep the relevant slices -> resize to 96 x 96 -> equalize -> uint8
 
 This is the paper's order: preprocessing (ii) = window, removal of irrelevant
 slices and resize, then histogram equalization (iii). Equalizing after the resize
 means the histogram is the one of the 96 x 96 image the network sees, so
 ``L * W`` in the formula is ``96 * 96``; it is also 28 times cheaper than
 equalizing 512 x 512 slices. Windowing comes first so that padding values such
-as -1024/-3024 HU never bleed into the body through the resampling filter.
+as -1024/-3024 HU never bleed into the body through the resampling filter, and
+before it :func:`fill_padding` turns padding that the window would keep (0 HU
+outside the field of view) into air.
 
 Stage 1 (liver) sees whole slices, resized as they are (LiTS slices are square,
 512 x 512; a non-square slice is stretched, and :func:`resize_back` undoes that
@@ -31,12 +33,14 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
+from scipy import ndimage
 
 __all__ = [
     "Roi",
     "crop",
     "equalize_histogram",
     "equalize_slices",
+    "fill_padding",
     "image_options",
     "liver_roi",
     "paste",
@@ -52,6 +56,8 @@ __all__ = [
 ]
 
 HU_WINDOW = (-100.0, 300.0)
+AIR_HU = -1024.0
+MIN_PADDING_FRACTION = 0.01  # a constant border region smaller than this is left alone
 _SELECT_SEED = 0x11FE7  # base seed of the stage-1 negative-slice draw (mixed with the case id)
 _HU_DECIMALS = 2  # resampled HU are rounded to 0.01 HU, see prepare_slices
 
@@ -78,6 +84,57 @@ def window(image: np.ndarray, hu_window: Sequence[float] = HU_WINDOW) -> np.ndar
     image = np.asarray(image)
     out = np.clip(image, np.float32(low), np.float32(high))
     return out.astype(np.float32, copy=False)
+
+
+def fill_padding(
+    slices: np.ndarray, hu_window: Sequence[float] = HU_WINDOW, air: float = AIR_HU
+) -> np.ndarray:
+    """Set the padding outside a scanner's circular field of view to air.
+
+    Scanners write one constant value outside the reconstructed circle: mostly
+    -1024, -2048 or -3024 HU, which the window maps to its low end like air,
+    but some write 0 HU, which falls inside the liver window and looks like a
+    uniform organ filling the corners (the phantom cohort has such scans; a
+    network that never saw one segments the corners as liver). The padding is
+    found per slice as the pixels that touch the image border and hold exactly
+    the value of one of its four corners: real tissue and air are noisy, so no
+    region of them is exactly constant. Only values above the window's low end
+    are replaced; the others already look like air after windowing.
+
+    Parameters
+    ----------
+    slices : ndarray, shape (planes, rows, columns)
+        Whole slices in HU (not ROI crops: the corners must be the image's).
+    hu_window : (float, float)
+        Padding at or below ``hu_window[0]`` is left as it is.
+    air : float
+        The value written instead, -1024 HU.
+
+    Returns
+    -------
+    ndarray
+        ``slices`` itself when no slice has such padding (the common case: one
+        comparison per corner and slice), otherwise a copy with the padding set
+        to ``air``.
+    """
+    slices = np.asarray(slices)
+    if slices.ndim != 3:
+        raise ValueError(f"expected (planes, rows, columns) slices, got shape {slices.shape}")
+    low = _check_window(hu_window)[0]
+    corners = slices[:, [0, 0, -1, -1], [0, -1, 0, -1]]  # (planes, 4)
+    out = slices
+    border = np.zeros(slices.shape[1:], dtype=bool)
+    border[[0, -1], :] = border[:, [0, -1]] = True
+    min_pixels = MIN_PADDING_FRACTION * border.size
+    for plane in np.flatnonzero((corners > low).any(axis=1)):
+        for value in np.unique(corners[plane][corners[plane] > low]):
+            same = slices[plane] == value
+            padding = ndimage.binary_propagation(same & border, mask=same)  # 4-connected to the border
+            if padding.sum() >= min_pixels:
+                if out is slices:
+                    out = slices.copy()
+                out[plane][padding] = air
+    return out
 
 
 def _check_window(hu_window: Sequence[float]) -> tuple[float, float]:
@@ -589,7 +646,7 @@ def prepare_volume_stage1(
     image = np.asarray(image)
     if image.ndim != 3:
         raise ValueError(f"expected a (planes, rows, columns) volume, got shape {image.shape}")
-    return prepare_slices(image, hu_window, size, levels, equalize)
+    return prepare_slices(fill_padding(image, hu_window), hu_window, size, levels, equalize)
 
 
 def prepare_volume_stage2(
@@ -629,7 +686,7 @@ def prepare_volume_stage2(
         raise ValueError(f"image {image.shape} and liver mask {liver_mask.shape} must be the same 3-D shape")
     roi = liver_roi(liver_mask, spacing, roi_margin_mm)
     planes = np.flatnonzero(liver_mask.reshape(liver_mask.shape[0], -1).any(axis=1)).astype(np.int64)
-    x = prepare_slices(crop(image[planes], roi), hu_window, size, levels, equalize)
+    x = prepare_slices(crop(fill_padding(image[planes], hu_window), roi), hu_window, size, levels, equalize)
     return x, planes, roi
 
 
@@ -687,6 +744,7 @@ def preprocess_case(
     image, label = case.image, case.label
     if image.shape != label.shape or image.ndim != 3:
         raise ValueError(f"case {case.case_id}: image {image.shape} and label {label.shape} must be the same 3-D shape")
+    image = fill_padding(image, hu_window)
     opts = dict(hu_window=hu_window, size=size, levels=levels, equalize=equalize)
     rng = np.random.default_rng([_SELECT_SEED, int(case.case_id)])
     z1 = select_slices(label, 1, negative_fraction, rng)

@@ -34,7 +34,8 @@ PAPER_TABLE2 = {
     "Input size": "96×96",
 }
 
-_LOSSES = {"bce": "cross-entropy", "bce_dice": "cross-entropy + soft Dice"}
+_LOSSES = {"bce": "cross-entropy", "bce_dice": "cross-entropy + soft Dice per slice",
+           "bce_batch_dice": "cross-entropy + soft Dice over the batch"}
 _NOTES = {
     "Filters per level": "the paper's table gives none; the U-Net widths it modifies",
     "Mixed pooling layer": "training: max or average at random; inference: {inference}",
@@ -71,6 +72,7 @@ def table2(cfg: dict) -> pd.DataFrame:
     """
     model, train = cfg["model"], cfg["train"]
     normalization = model.get("normalization", "none")  # runs made before the key had none
+    prior = float(model.get("output_prior", 0.5))
     depth, base = int(model["depth"]), int(model["base_filters"])
     size = int(cfg["preprocess"]["size"])
     steps = int(train.get("steps_per_epoch", 0))
@@ -84,7 +86,7 @@ def table2(cfg: dict) -> pd.DataFrame:
         "Mixed pooling layer": pooling,
         "Convolution": "3×3" + ("" if normalization == "none" else f", {normalization} normalization"),
         "Activation function": "ReLU",
-        "Output layer": "1×1 convolution, sigmoid",
+        "Output layer": "1×1 convolution, sigmoid" + ("" if prior == 0.5 else f", bias initialized to logit({_number(prior)})"),
         "Optimizer": "Adam",
         "dropout": _number(model["dropout"]),
         "Learning rate": _number(train["learning_rate"]),

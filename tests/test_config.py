@@ -25,7 +25,7 @@ def test_paper_profile_is_table_2():
     assert cfg["preprocess"]["size"] == 96
     assert cfg["model"] == {
         "base_filters": 64, "depth": 4, "dropout": 0.5, "pooling": "mixed", "mixed_inference": "expectation",
-        "mixed_granularity": "channel", "normalization": "none",
+        "mixed_granularity": "channel", "normalization": "none", "output_prior": 0.5,
     }
     train = cfg["train"]
     assert train["lesion_foreground_fraction"] == 0.0  # the paper samples slices uniformly

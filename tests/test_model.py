@@ -15,6 +15,7 @@ import pytest
 
 from liverlib.model import (
     MixedPooling2D,
+    bce_batch_dice_loss,
     bce_dice_loss,
     compile_model,
     dice_coefficient,
@@ -276,6 +277,23 @@ def test_mixed_unet_bad_arguments(kwargs, message):
         mixed_unet(**{"base_filters": 2, **kwargs})
 
 
+def test_output_prior_sets_the_initial_foreground_probability():
+    x = np.random.default_rng(0).random((2, 32, 32, 1), dtype=np.float32)
+    keras.utils.set_random_seed(3)
+    plain = mixed_unet(input_shape=(32, 32, 1), base_filters=2, depth=2)
+    keras.utils.set_random_seed(3)
+    rare = mixed_unet(input_shape=(32, 32, 1), base_filters=2, depth=2, output_prior=0.01)
+    np.testing.assert_allclose(as_numpy(rare.get_layer("output").bias), [np.log(0.01 / 0.99)], rtol=1e-6)
+    assert not as_numpy(plain.get_layer("output").bias).any()  # 0.5: Keras' zero bias, the paper
+    # same weights otherwise: the whole difference is the shift of the logits
+    logit = lambda p: np.log(p / (1 - p))  # noqa: E731
+    shift = logit(as_numpy(rare.predict(x, verbose=0)).astype(np.float64)) - logit(as_numpy(plain.predict(x, verbose=0)).astype(np.float64))
+    np.testing.assert_allclose(shift, np.log(0.01 / 0.99), atol=1e-3)
+    for bad in (0.0, 1.0):
+        with pytest.raises(ValueError, match="output_prior"):
+            mixed_unet(input_shape=(32, 32, 1), base_filters=2, depth=2, output_prior=bad)
+
+
 def test_no_dropout_layers_when_dropout_is_zero():
     model = mixed_unet(input_shape=(16, 16, 1), base_filters=2, depth=2, dropout=0.0)
     assert not [layer for layer in model.layers if isinstance(layer, keras.layers.Dropout)]
@@ -324,7 +342,7 @@ def test_saved_model_gives_identical_predictions(tmp_path, normalization):
     keras.utils.set_random_seed(1)
     model = compile_model(
         mixed_unet(input_shape=(32, 32, 1), base_filters=2, depth=2, normalization=normalization),
-        loss="bce_dice", learning_rate=1e-3,
+        loss="bce_batch_dice", learning_rate=1e-3,
     )
     rng = np.random.default_rng(2)
     x = rng.random((4, 32, 32, 1), dtype=np.float32)
@@ -355,6 +373,20 @@ def test_bce_dice_loss_known_values():
     assert as_numpy(bce_dice_loss(perfect, perfect)).max() < 1e-5
 
 
+def test_bce_batch_dice_loss_pools_the_batch():
+    # Sample 0: 2 lesion pixels, both predicted 1. Sample 1: no lesion, one of
+    # its 4 pixels predicted 0.5. BCE is (about) 0 except there: ln 2 / 4.
+    y_true = np.zeros((2, 2, 2, 1), "float32")
+    y_true[0, 0, :2] = 1.0
+    y_pred = y_true.copy()
+    y_pred[1, 1, 1] = 0.5
+    bce = np.log(2) / 4
+    # batch Dice = (2*2 + 1) / (2 + 2.5 + 1) = 10/11, shared by both samples
+    np.testing.assert_allclose(as_numpy(bce_batch_dice_loss(y_true, y_pred)), [1 / 11, bce + 1 / 11], rtol=1e-5)
+    # per slice, the empty slice alone pays: 1 - (0 + 1) / (0.5 + 1) = 1/3
+    np.testing.assert_allclose(as_numpy(bce_dice_loss(y_true, y_pred)), [0.0, bce + 1 / 3], rtol=1e-5, atol=1e-6)
+
+
 def test_dice_coefficient_known_values():
     y_true = np.array([1, 1, 0, 0], "float32").reshape(1, 2, 2, 1)
     y_pred = np.array([0.9, 0.2, 0.7, 0.1], "float32").reshape(1, 2, 2, 1)
@@ -368,7 +400,7 @@ def test_compile_model_uses_adam_and_rejects_unknown_loss():
     model = compile_model(mixed_unet(input_shape=(16, 16, 1), base_filters=2, depth=2))
     assert isinstance(model.optimizer, keras.optimizers.Adam)
     np.testing.assert_allclose(float(as_numpy(model.optimizer.learning_rate)), 1e-5, rtol=1e-5, atol=1e-6)
-    with pytest.raises(ValueError, match="'bce', 'bce_dice'"):
+    with pytest.raises(ValueError, match="'bce', 'bce_dice', 'bce_batch_dice'"):
         compile_model(model, loss="focal")
 
 

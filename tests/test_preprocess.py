@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from conftest import REAL_CT, REAL_MASK
@@ -12,6 +14,7 @@ from liverlib.preprocess import (
     crop,
     equalize_histogram,
     equalize_slices,
+    fill_padding,
     image_options,
     liver_roi,
     paste,
@@ -196,6 +199,53 @@ def test_prepared_slices_keep_the_air_as_one_gray_level():
     assert (x[0, :10] == 0).all() and (x[0, :, :5] == 0).all()
     linear = prepare_slices(image, equalize=False)
     assert linear[0, 0, 0] == 0 and 85 < linear[0, 48, 48] < 107  # 50 HU -> 150/400*255 = 96 +- noise
+
+
+def _scan_with_padding(value: float) -> np.ndarray:
+    """Two 128 x 128 slices: noisy air and body inside a circular field, ``value`` outside it."""
+    rng = np.random.default_rng(3)
+    image = rng.normal(-1000.0, 15.0, (2, 128, 128)).astype(np.float32)
+    rows, cols = np.mgrid[:128, :128]
+    image[:, 30:100, 25:105] = rng.normal(60.0, 20.0, (2, 70, 80))
+    image[:, 60:64, 60:64] = 0.0  # a constant patch inside the body is not padding
+    image[:, (rows - 63.5) ** 2 + (cols - 63.5) ** 2 > 64**2] = value
+    return image
+
+
+def test_fill_padding_turns_zero_hu_padding_into_air():
+    image = _scan_with_padding(0.0)
+    outside = image == 0.0
+    outside[:, 60:64, 60:64] = False
+    out = fill_padding(image)
+    assert out is not image and (image[outside] == 0.0).all()  # the input is not modified
+    np.testing.assert_array_equal(out[outside], -1024.0)
+    np.testing.assert_array_equal(out[~outside], image[~outside])
+    # the network then sees the same slices as for a scanner that pads with -1024 HU
+    np.testing.assert_array_equal(prepare_volume_stage1(image), prepare_volume_stage1(_scan_with_padding(-1024.0)))
+    assert prepare_volume_stage1(image)[:, 0, 0].max() == 0  # the corners are air, not liver gray
+
+
+@pytest.mark.parametrize("value", [-1024.0, -3024.0])
+def test_fill_padding_leaves_padding_below_the_window_alone(value):
+    image = _scan_with_padding(value)
+    assert fill_padding(image) is image
+
+
+def test_fill_padding_leaves_real_ct_and_small_constant_corners_alone(real_case):
+    assert fill_padding(real_case.image) is real_case.image
+    image = _scan_with_padding(-1024.0)
+    image[:, :5, :5] = 40.0  # 25 pixels: below MIN_PADDING_FRACTION of the slice
+    assert fill_padding(image) is image
+    with pytest.raises(ValueError, match="planes, rows, columns"):
+        fill_padding(image[0])
+
+
+def test_preprocess_case_fills_padding_like_inference(real_case):
+    image = real_case.image.copy()
+    image[:, :, :12] = 0.0  # padding down the left edge, inside the window
+    out = preprocess_case(dataclasses.replace(real_case, image=image))
+    np.testing.assert_array_equal(prepare_volume_stage1(image)[out["stage1_z"]], out["stage1_x"])
+    assert (out["stage1_x"][:, :, :3] == 0).all()  # the padded columns became air
 
 
 # --------------------------------------------------------------------------- ROI

@@ -37,7 +37,7 @@ def test_table2_reports_what_the_run_changed():
     assert run["Learning rate"] == "0.003"
     assert run["Batch size"] == "16"
     assert run["Number of training iterations (epochs)"] == "6 × 30 steps"
-    assert run["loss"] == "cross-entropy + soft Dice"
+    assert run["loss"] == "cross-entropy + soft Dice per slice"
     assert run["Input size"] == "64×64"
     assert tables.table2(config.resolve("smoke"))["this run"]["Profile"] == "smoke"
 

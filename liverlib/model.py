@@ -425,12 +425,15 @@ def _sample_sum(x):
     return ops.sum(x, axis=tuple(range(1, len(x.shape))))
 
 
-def _soft_dice(y_true, y_pred, smooth: float = 1.0):
+def _bce_plus_soft_dice(y_true, y_pred, over_batch: bool, smooth: float = 1.0):
+    """Per-sample mean BCE plus ``1 - soft Dice``, the Dice per sample or over the whole batch."""
     y_pred = ops.convert_to_tensor(y_pred)
     y_true = ops.cast(y_true, y_pred.dtype)
-    intersection = _sample_sum(y_true * y_pred)
-    total = _sample_sum(y_true) + _sample_sum(y_pred)
-    return (2.0 * intersection + smooth) / (total + smooth)
+    bce = keras.losses.binary_crossentropy(y_true, y_pred)  # (N, rows, columns)
+    bce = ops.mean(bce, axis=tuple(range(1, len(bce.shape))))
+    total = ops.sum if over_batch else _sample_sum
+    dice = (2.0 * total(y_true * y_pred) + smooth) / (total(y_true) + total(y_pred) + smooth)
+    return bce + 1.0 - dice
 
 
 @keras.saving.register_keras_serializable(package="liverlib")
@@ -447,11 +450,7 @@ def bce_dice_loss(y_true, y_pred):
     tensor, shape (N,)
         Keras averages it over the batch (and applies sample weights).
     """
-    y_pred = ops.convert_to_tensor(y_pred)
-    y_true = ops.cast(y_true, y_pred.dtype)
-    bce = keras.losses.binary_crossentropy(y_true, y_pred)  # (N, rows, columns)
-    bce = ops.mean(bce, axis=tuple(range(1, len(bce.shape))))
-    return bce + 1.0 - _soft_dice(y_true, y_pred)
+    return _bce_plus_soft_dice(y_true, y_pred, over_batch=False)
 
 
 @keras.saving.register_keras_serializable(package="liverlib")
@@ -470,12 +469,7 @@ def bce_batch_dice_loss(y_true, y_pred):
     -------
     tensor, shape (N,)
     """
-    y_pred = ops.convert_to_tensor(y_pred)
-    y_true = ops.cast(y_true, y_pred.dtype)
-    bce = keras.losses.binary_crossentropy(y_true, y_pred)  # (N, rows, columns)
-    bce = ops.mean(bce, axis=tuple(range(1, len(bce.shape))))
-    dice = (2.0 * ops.sum(y_true * y_pred) + 1.0) / (ops.sum(y_true) + ops.sum(y_pred) + 1.0)
-    return bce + 1.0 - dice
+    return _bce_plus_soft_dice(y_true, y_pred, over_batch=True)
 
 
 @keras.saving.register_keras_serializable(package="liverlib")

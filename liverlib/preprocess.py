@@ -125,7 +125,7 @@ def fill_padding(
     out = slices
     border = np.zeros(slices.shape[1:], dtype=bool)
     border[[0, -1], :] = border[:, [0, -1]] = True
-    min_pixels = MIN_PADDING_FRACTION * border.size
+    min_pixels = MIN_PADDING_FRACTION * slices.shape[1] * slices.shape[2]
     for plane in np.flatnonzero((corners > low).any(axis=1)):
         for value in np.unique(corners[plane][corners[plane] > low]):
             same = slices[plane] == value

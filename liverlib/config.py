@@ -18,6 +18,8 @@ from liverlib.atomic import write_text
 from liverlib.errors import ConfigError
 
 PROFILES = ("smoke", "default", "paper")
+STAGE_SECTION = "lesion_stage"  # keys of `model` / `train` that differ for the lesion network
+STAGE_SECTIONS = ("model", "train")
 
 
 def _load_profiles_file() -> dict[str, Any]:
@@ -32,12 +34,47 @@ def _merge(base: dict, override: dict, where: str = "") -> dict:
         name = f"{where}{key}"
         if key not in out:
             raise ConfigError(f"unknown config key '{name}'; known: {', '.join(sorted(out))}")
-        if isinstance(out[key], dict):
+        if name == STAGE_SECTION:
+            out[key] = _merge_stage(out, value)
+        elif isinstance(out[key], dict):
             if not isinstance(value, dict):
                 raise ConfigError(f"config key '{name}' is a section; set one of its keys, e.g. '{name}.{next(iter(out[key]))}'")
             out[key] = _merge(out[key], value, f"{name}.")
         else:
             out[key] = _check_type(name, out[key], value)
+    return out
+
+
+def _merge_stage(config: dict, override: Any) -> dict:
+    """Merge ``lesion_stage`` overrides: its sections take the keys (and types) of ``model`` / ``train``."""
+    if not isinstance(override, dict):
+        raise ConfigError(f"config key '{STAGE_SECTION}' is a section; set e.g. '{STAGE_SECTION}.model.dropout'")
+    out = copy.deepcopy(config[STAGE_SECTION])
+    for section, values in override.items():
+        name = f"{STAGE_SECTION}.{section}"
+        if section not in STAGE_SECTIONS:
+            raise ConfigError(f"unknown config key '{name}'; known: {', '.join(STAGE_SECTIONS)}")
+        if not isinstance(values, dict):
+            raise ConfigError(f"config key '{name}' is a section; set one of the keys of '{section}'")
+        for key, value in values.items():
+            if key not in config[section]:
+                raise ConfigError(f"unknown config key '{name}.{key}'; known: {', '.join(sorted(config[section]))}")
+            out.setdefault(section, {})[key] = _check_type(f"{name}.{key}", config[section][key], value)
+    return out
+
+
+def stage_config(config: dict[str, Any], stage: str) -> dict[str, Any]:
+    """The config that trains one stage: for ``"lesion"``, ``model`` and ``train``
+    with the ``lesion_stage`` keys applied; for ``"liver"``, unchanged.
+
+    Runs made before ``lesion_stage`` existed train both stages alike.
+    """
+    if stage not in ("liver", "lesion"):
+        raise ValueError(f"stage must be 'liver' or 'lesion', got {stage!r}")
+    out = copy.deepcopy(config)
+    if stage == "lesion":
+        for section, values in (config.get(STAGE_SECTION) or {}).items():
+            out[section].update(values or {})
     return out
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from liverlib.atomic import atomic_path, write_text
+from liverlib.config import stage_config
 
 __all__ = ["PAPER_TABLE2", "cache_stats_table", "table2", "to_markdown", "write_table"]
 
@@ -61,7 +62,7 @@ def table2(cfg: dict) -> pd.DataFrame:
     ----------
     cfg : dict
         A resolved config (``liverlib.config.resolve`` or ``runfolder.load_run``);
-        reads ``profile``, ``model``, ``train`` and ``preprocess.size``.
+        reads ``profile``, ``model``, ``train``, ``lesion_stage`` and ``preprocess.size``.
 
     Returns
     -------
@@ -70,31 +71,14 @@ def table2(cfg: dict) -> pd.DataFrame:
         first row is the profile. With the ``paper`` profile every other row of
         ``this run`` equals ``paper``.
     """
+    liver, lesion = (_settings(stage_config(cfg, stage)) for stage in ("liver", "lesion"))
+    # One column for both networks; a setting of the lesion network that differs is added in brackets.
+    this_run = {k: v if lesion[k] == v else f"{v} (lesion network: {lesion[k]})" for k, v in liver.items()}
     model, train = cfg["model"], cfg["train"]
-    normalization = model.get("normalization", "none")  # runs made before the key had none
-    prior = float(model.get("output_prior", 0.5))
-    depth, base = int(model["depth"]), int(model["base_filters"])
-    size = int(cfg["preprocess"]["size"])
+    normalization = model.get("normalization", "none")
     steps = int(train.get("steps_per_epoch", 0))
-    epochs = str(int(train["epochs"])) if not steps else f"{int(train['epochs'])} × {steps} steps"
-    pooling = {"mixed": "2×2 mixed", "max": "2×2 max (ablation)", "avg": "2×2 average (ablation)"}[model["pooling"]]
     inference = {"expectation": "the expectation 0.5·max + 0.5·avg", "majority": "the type chosen more often in training",
                  "max": "max", "avg": "average"}[model.get("mixed_inference", "expectation")]  # fmt: skip
-    this_run = {
-        "Number of layers": f"{2 * depth + 1} ({depth} down, bottom, {depth} up), 2 convolutions each",
-        "Filters per level": "-".join(str(base * 2**k) for k in range(depth + 1)),
-        "Mixed pooling layer": pooling,
-        "Convolution": "3×3" + ("" if normalization == "none" else f", {normalization} normalization"),
-        "Activation function": "ReLU",
-        "Output layer": "1×1 convolution, sigmoid" + ("" if prior == 0.5 else f", bias initialized to logit({_number(prior)})"),
-        "Optimizer": "Adam",
-        "dropout": _number(model["dropout"]),
-        "Learning rate": _number(train["learning_rate"]),
-        "Batch size": str(int(train["batch_size"])),
-        "Number of training iterations (epochs)": epochs,
-        "loss": _LOSSES[train["loss"]],
-        "Input size": f"{size}×{size}",
-    }
     step_note = "an epoch is one pass over the training slices" if not steps else f"an epoch is {steps} batches"
     notes = {k: v.format(inference=inference, steps=step_note) for k, v in _NOTES.items()}
     if normalization != "none":
@@ -277,3 +261,30 @@ def paper_comparison(metrics: pd.DataFrame, cfg: dict) -> pd.DataFrame:
     table["this run's data"] = data_source(cfg)
     table["profile"] = cfg["profile"]
     return table
+
+
+def _settings(cfg: dict) -> dict[str, str]:
+    """The Table 2 rows of one network's config, worded as ``PAPER_TABLE2``."""
+    model, train = cfg["model"], cfg["train"]
+    normalization = model.get("normalization", "none")  # runs made before the key had none
+    prior = float(model.get("output_prior", 0.5))
+    depth, base = int(model["depth"]), int(model["base_filters"])
+    size = int(cfg["preprocess"]["size"])
+    steps = int(train.get("steps_per_epoch", 0))
+    epochs = str(int(train["epochs"])) if not steps else f"{int(train['epochs'])} × {steps} steps"
+    pooling = {"mixed": "2×2 mixed", "max": "2×2 max (ablation)", "avg": "2×2 average (ablation)"}[model["pooling"]]
+    return {
+        "Number of layers": f"{2 * depth + 1} ({depth} down, bottom, {depth} up), 2 convolutions each",
+        "Filters per level": "-".join(str(base * 2**k) for k in range(depth + 1)),
+        "Mixed pooling layer": pooling,
+        "Convolution": "3×3" + ("" if normalization == "none" else f", {normalization} normalization"),
+        "Activation function": "ReLU",
+        "Output layer": "1×1 convolution, sigmoid" + ("" if prior == 0.5 else f", bias initialized to logit({_number(prior)})"),
+        "Optimizer": "Adam",
+        "dropout": _number(model["dropout"]),
+        "Learning rate": _number(train["learning_rate"]),
+        "Batch size": str(int(train["batch_size"])),
+        "Number of training iterations (epochs)": epochs,
+        "loss": _LOSSES[train["loss"]],
+        "Input size": f"{size}×{size}",
+    }

@@ -11,6 +11,9 @@ and ``history.csv`` (one row per stage and epoch). A stage whose model and
 history rows exist is skipped, so an interrupted run resumes where it stopped.
 Validation uses the fold's ``val`` scans, a part of its training scans that is
 never fitted; the test scans are never seen.
+
+Both stages take the config's ``model`` and ``train`` sections; keys under
+``lesion_stage`` replace them for stage 2 only (:func:`liverlib.config.stage_config`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from liverlib.atomic import atomic_path
+from liverlib.config import stage_config
 from liverlib.runfolder import RunFolder
 
 STAGES = ("liver", "lesion")
@@ -90,6 +94,7 @@ def train_stage(cache, stage: str, train_ids: list[int], val_ids: list[int], cfg
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
     if set(train_ids) & set(val_ids):
         raise ValueError("training and validation scans overlap")
+    cfg = stage_config(cfg, stage)  # the lesion network may differ (lesion_stage section)
     set_seed(seed)
     model = build_model(cfg)
     train_data = _dataset(cache, train_ids, stage, cfg, seed, training=True)
@@ -200,5 +205,5 @@ def run_stage(run_dir: str | Path, stage: str, which: str | int | list[int] = "a
 
 def sample_batch(cache, stage: str, case_ids: list[int], cfg: dict, seed: int = 0):
     """One augmented training batch, as the network sees it (for Fig. 6)."""
-    data = _dataset(cache, case_ids, stage, cfg, seed, training=True)
+    data = _dataset(cache, case_ids, stage, stage_config(cfg, stage), seed, training=True)
     return data[0]

@@ -76,3 +76,33 @@ def test_config_yaml_round_trip(tmp_path):
     path = config.write_config(cfg, tmp_path / "run" / "config.yaml")
     assert yaml.safe_load(path.read_text()) == cfg == config.read_config(path)
     assert cfg["seed"] == 5
+
+
+def test_lesion_stage_overrides_only_the_lesion_network():
+    cfg = config.resolve("paper", ["lesion_stage.model.dropout=0", "lesion_stage.train.epochs=7", "model.dropout=0.25"])
+    assert cfg["lesion_stage"] == {"model": {"dropout": 0.0}, "train": {"epochs": 7}}
+    liver, lesion = config.stage_config(cfg, "liver"), config.stage_config(cfg, "lesion")
+    assert (liver["model"]["dropout"], liver["train"]["epochs"]) == (0.25, 20)
+    assert (lesion["model"]["dropout"], lesion["train"]["epochs"]) == (0.0, 7)
+    assert lesion["model"]["base_filters"] == liver["model"]["base_filters"] == 64  # everything else is shared
+    assert cfg["model"]["dropout"] == 0.25  # stage_config copies, never edits the run's config
+    # A run folder written before the section existed trains both stages alike.
+    old = {k: v for k, v in cfg.items() if k != "lesion_stage"}
+    assert config.stage_config(old, "lesion")["model"] == old["model"]
+    with pytest.raises(ValueError, match="stage"):
+        config.stage_config(cfg, "kidney")
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("lesion_stage.model.widht=3", "unknown config key 'lesion_stage.model.widht'"),
+        ("lesion_stage.crf.iterations=3", "unknown config key 'lesion_stage.crf'"),
+        ("lesion_stage.model.dropout=high", "expects type float"),
+        ("lesion_stage.model=3", "is a section"),
+        ("lesion_stage=3", "is a section"),
+    ],
+)
+def test_bad_lesion_stage_overrides(override, message):
+    with pytest.raises(ConfigError, match=message):
+        config.resolve("default", [override])

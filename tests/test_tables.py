@@ -42,6 +42,14 @@ def test_table2_reports_what_the_run_changed():
     assert tables.table2(config.resolve("smoke"))["this run"]["Profile"] == "smoke"
 
 
+def test_table2_shows_where_the_lesion_network_differs():
+    cfg = config.resolve("paper", ["lesion_stage.model.output_prior=0.01", "lesion_stage.model.dropout=0"])
+    run = tables.table2(cfg)["this run"]
+    assert run["dropout"] == "0.5 (lesion network: 0)"
+    assert run["Output layer"] == "1×1 convolution, sigmoid (lesion network: 1×1 convolution, sigmoid, bias initialized to logit(0.01))"
+    assert run["Learning rate"] == "1e-5"  # shared settings are written once
+
+
 def test_write_table_csv_and_markdown(tmp_path):
     df = pd.DataFrame({"paper": ["a|b", "2"], "this run": ["x", "3"]},
                       index=pd.Index(["one", "two"], name="parameter"))  # fmt: skip

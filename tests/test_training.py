@@ -56,3 +56,17 @@ def test_overlapping_scans_are_refused(phantom_cache, tmp_path):
     cache, cfg = phantom_cache
     with pytest.raises(ValueError, match="overlap"):
         train_fold(tmp_path, {"fold": 0, "train": [0, 1], "val": [], "test": [1]}, cfg, cache)
+
+
+def test_lesion_stage_section_changes_only_the_lesion_network(phantom_cache):
+    cache, cfg = phantom_cache
+    cfg = config.apply_overrides(cfg, {"train.epochs": 1, "train.steps_per_epoch": 1, "model.output_prior": 0.5,
+                                       "lesion_stage.model.output_prior": 0.01, "lesion_stage.train.epochs": 2})
+    liver, liver_history = train_stage(cache, "liver", [0, 1], [2], cfg, seed=3, verbose=0)
+    lesion, lesion_history = train_stage(cache, "lesion", [0, 1], [2], cfg, seed=3, verbose=0)
+    assert (len(liver_history), len(lesion_history)) == (1, 2)
+    # One Adam step moves the bias by ~learning_rate from its start: 0 for the liver, logit(0.01) for the lesion.
+    start = {"liver": 0.0, "lesion": np.log(0.01 / 0.99)}
+    for name, model in (("liver", liver), ("lesion", lesion)):
+        bias = model.get_layer("output").get_weights()[1]
+        assert abs(float(bias[0]) - start[name]) < 0.1, name

@@ -59,6 +59,11 @@ def test_set_overrides_are_typed_and_validated():
         ("train=3", "is a section"),
         ("preprocess.hu_window=[1, 2, 3]", "takes 2 values"),
         ("novalue", "KEY=VALUE"),
+        ("lesion_stage.model.widht=3", "unknown config key 'lesion_stage.model.widht'"),
+        ("lesion_stage.crf.iterations=3", "unknown config key 'lesion_stage.crf'"),
+        ("lesion_stage.model.dropout=high", "expects type float"),
+        ("lesion_stage.model=3", "is a section"),
+        ("lesion_stage=3", "is a section"),
     ],
 )
 def test_bad_overrides(override, message):
@@ -92,17 +97,3 @@ def test_lesion_stage_overrides_only_the_lesion_network():
     with pytest.raises(ValueError, match="stage"):
         config.stage_config(cfg, "kidney")
 
-
-@pytest.mark.parametrize(
-    "override,message",
-    [
-        ("lesion_stage.model.widht=3", "unknown config key 'lesion_stage.model.widht'"),
-        ("lesion_stage.crf.iterations=3", "unknown config key 'lesion_stage.crf'"),
-        ("lesion_stage.model.dropout=high", "expects type float"),
-        ("lesion_stage.model=3", "is a section"),
-        ("lesion_stage=3", "is a section"),
-    ],
-)
-def test_bad_lesion_stage_overrides(override, message):
-    with pytest.raises(ConfigError, match=message):
-        config.resolve("default", [override])

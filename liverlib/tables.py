@@ -55,6 +55,32 @@ def _number(value: float) -> str:
     return text
 
 
+def _settings(cfg: dict) -> dict[str, str]:
+    """The Table 2 rows of one network's config, worded as ``PAPER_TABLE2``."""
+    model, train = cfg["model"], cfg["train"]
+    normalization = model.get("normalization", "none")  # runs made before the key had none
+    prior = float(model.get("output_prior", 0.5))
+    depth, base = int(model["depth"]), int(model["base_filters"])
+    size = int(cfg["preprocess"]["size"])
+    steps = int(train.get("steps_per_epoch", 0))
+    epochs = str(int(train["epochs"])) if not steps else f"{int(train['epochs'])} × {steps} steps"
+    pooling = {"mixed": "2×2 mixed", "max": "2×2 max (ablation)", "avg": "2×2 average (ablation)"}[model["pooling"]]
+    return {
+        "Number of layers": f"{2 * depth + 1} ({depth} down, bottom, {depth} up), 2 convolutions each",
+        "Filters per level": "-".join(str(base * 2**k) for k in range(depth + 1)),
+        "Mixed pooling layer": pooling,
+        "Convolution": "3×3" + ("" if normalization == "none" else f", {normalization} normalization"),
+        "Activation function": "ReLU",
+        "Output layer": "1×1 convolution, sigmoid" + ("" if prior == 0.5 else f", bias initialized to logit({_number(prior)})"),
+        "Optimizer": "Adam",
+        "dropout": _number(model["dropout"]),
+        "Learning rate": _number(train["learning_rate"]),
+        "Batch size": str(int(train["batch_size"])),
+        "Number of training iterations (epochs)": epochs,
+        "loss": _LOSSES[train["loss"]],
+        "Input size": f"{size}×{size}",
+    }
+
 def table2(cfg: dict) -> pd.DataFrame:
     """The paper's Table 2 beside the same settings of a run's config.
 
@@ -261,30 +287,3 @@ def paper_comparison(metrics: pd.DataFrame, cfg: dict) -> pd.DataFrame:
     table["this run's data"] = data_source(cfg)
     table["profile"] = cfg["profile"]
     return table
-
-
-def _settings(cfg: dict) -> dict[str, str]:
-    """The Table 2 rows of one network's config, worded as ``PAPER_TABLE2``."""
-    model, train = cfg["model"], cfg["train"]
-    normalization = model.get("normalization", "none")  # runs made before the key had none
-    prior = float(model.get("output_prior", 0.5))
-    depth, base = int(model["depth"]), int(model["base_filters"])
-    size = int(cfg["preprocess"]["size"])
-    steps = int(train.get("steps_per_epoch", 0))
-    epochs = str(int(train["epochs"])) if not steps else f"{int(train['epochs'])} × {steps} steps"
-    pooling = {"mixed": "2×2 mixed", "max": "2×2 max (ablation)", "avg": "2×2 average (ablation)"}[model["pooling"]]
-    return {
-        "Number of layers": f"{2 * depth + 1} ({depth} down, bottom, {depth} up), 2 convolutions each",
-        "Filters per level": "-".join(str(base * 2**k) for k in range(depth + 1)),
-        "Mixed pooling layer": pooling,
-        "Convolution": "3×3" + ("" if normalization == "none" else f", {normalization} normalization"),
-        "Activation function": "ReLU",
-        "Output layer": "1×1 convolution, sigmoid" + ("" if prior == 0.5 else f", bias initialized to logit({_number(prior)})"),
-        "Optimizer": "Adam",
-        "dropout": _number(model["dropout"]),
-        "Learning rate": _number(train["learning_rate"]),
-        "Batch size": str(int(train["batch_size"])),
-        "Number of training iterations (epochs)": epochs,
-        "loss": _LOSSES[train["loss"]],
-        "Input size": f"{size}×{size}",
-    }

@@ -78,6 +78,10 @@ def stage_config(config: dict[str, Any], stage: str) -> dict[str, Any]:
     return out
 
 
+#: List keys whose length may change (one or more values of the base's element type).
+VARIABLE_LISTS = {"predict.min_lesion_ml"}
+
+
 def _check_type(name: str, old: Any, new: Any) -> Any:
     """Keep a key's type: ints may become floats, nothing else changes type."""
     if old is None or new is None:
@@ -88,6 +92,10 @@ def _check_type(name: str, old: Any, new: Any) -> Any:
     elif isinstance(old, (int, float)) and isinstance(new, (int, float)):
         return float(new) if isinstance(old, float) else new
     elif isinstance(old, list) and isinstance(new, list):
+        if name in VARIABLE_LISTS:
+            if not new:
+                raise ConfigError(f"config key '{name}' needs at least one value")
+            return [_check_type(name, old[0], n) for n in new]
         if len(old) != len(new):
             raise ConfigError(f"config key '{name}' takes {len(old)} values, got {len(new)}")
         return [_check_type(name, o, n) for o, n in zip(old, new)]

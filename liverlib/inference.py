@@ -22,9 +22,14 @@ goes through the paper's steps (v)-(vii):
    (:func:`liverlib.preprocess.stage2_to_volume`).
 4. **Labels.** :func:`liverlib.crf.refine_labels` turns the two probability
    volumes into labels {0, 1, 2}: with the CRF (step vii) or, with it disabled,
-   by the same rule on the thresholded probabilities. A lesion exists only
-   inside the liver. Both versions come from the same probabilities, so "before"
+   by the same rule on the thresholded probabilities. A lesion is part of the
+   liver (:func:`liverlib.crf.lesions_in_liver`): a lesion component mostly
+   outside it is clipped to it, one on its border extends it. Both versions
+   come from the same probabilities, so "before"
    and "after CRF" differ by the CRF alone.
+5. **Small lesions.** :func:`predict_case` and :func:`predict_file` then drop
+   lesion components under the minimum volume that the fold chose on its
+   validation scans (:func:`choose_postprocessing`, :mod:`liverlib.postprocess`).
 
 A volume where stage 1 finds no liver gives an all-zero label volume; stage 2
 and the CRF are then skipped.
@@ -52,7 +57,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from liverlib import crf, data, preprocess
+from liverlib import crf, data, postprocess, preprocess
 from liverlib.atomic import atomic_path
 from liverlib.errors import LiverlibError
 from liverlib.runfolder import RunFolder, load_run
@@ -77,6 +82,7 @@ __all__ = [
     "prediction_complete",
     "predict_case",
     "predict_cases",
+    "choose_postprocessing",
     "read_timing",
     "score_before_after",
     "crf_effect",
@@ -459,7 +465,7 @@ def labels_from_probabilities(
     Calls :func:`liverlib.crf.refine_labels` with the run's ``crf`` section;
     the CRF runs when ``use_crf`` and ``crf.enabled`` are both true, otherwise
     the same rule runs on the probabilities thresholded at
-    ``predict.threshold``. A lesion is always inside the liver.
+    ``predict.threshold``. Every lesion lies in the liver ({1, 2}).
     """
     params = dict(cfg["crf"])
     enabled = bool(params.pop("enabled", True)) and bool(use_crf)
@@ -580,6 +586,11 @@ def predict_file(
     folds = ", ".join(str(k) for k, _, _ in paths)
     print(f"models: run {Path(run_dir)}, fold{'s' if len(paths) > 1 else ''} {folds}, {precision}", flush=True)
     labels = predict_volume(image, spacing, models, cfg, use_crf=use_crf, log=lambda line: print(line, flush=True))
+    chosen = [postprocess.read_min_lesion_ml(run_dir, k) for k, _, _ in paths]
+    min_ml = float(np.median([c for c in chosen if c is not None])) if any(c is not None for c in chosen) else 0.0
+    if min_ml:
+        labels = postprocess.remove_small_lesions(labels, spacing, min_ml)
+        print(f"lesion components under {min_ml:g} mL removed (the folds' validated choice)", flush=True)
     data.save_like(labels, geometry, output)
     voxel_ml = float(np.prod(spacing)) / 1000.0
     counts = np.bincount(labels.ravel(), minlength=3)
@@ -615,13 +626,16 @@ def prediction_complete(run_dir: str | Path, case_id: int) -> bool:
     return paths.before.is_file() and paths.after.is_file()
 
 
-def predict_case(files: data.CaseFiles, models: Sequence[ModelPair], cfg: dict, run_dir: str | Path, fold: int = -1) -> dict:
+def predict_case(files: data.CaseFiles, models: Sequence[ModelPair], cfg: dict, run_dir: str | Path, fold: int = -1,
+                 min_lesion_ml: float = 0.0) -> dict:
     """Predict one case before and after the CRF, from one pass of the networks, and save both.
 
     The probabilities are computed once; :func:`labels_from_probabilities`
-    derives the labels without and with the CRF. Both are written with the
-    case's stored geometry, so ``liverlib evaluate RUN/predictions/after-crf DATA``
-    compares them with the references directly.
+    derives the labels without and with the CRF, and both lose their lesion
+    components under ``min_lesion_ml`` (:func:`liverlib.postprocess.remove_small_lesions`).
+    Both are written with the case's stored geometry, so
+    ``liverlib evaluate RUN/predictions/after-crf DATA`` compares them with the
+    references directly.
 
     Returns
     -------
@@ -639,6 +653,7 @@ def predict_case(files: data.CaseFiles, models: Sequence[ModelPair], cfg: dict, 
     t2 = time.perf_counter()
     after = labels_from_probabilities(image, liver_prob, lesion_prob, spacing, cfg, use_crf=True)
     t3 = time.perf_counter()
+    before, after = (postprocess.remove_small_lesions(x, spacing, min_lesion_ml) for x in (before, after))
     paths = prediction_paths(run_dir, files.case_id)
     data.save_like(before, geometry, paths.before)
     data.save_like(after, geometry, paths.after)  # written last: its presence marks the case complete
@@ -702,7 +717,9 @@ def predict_cases(
     scan is segmented by a network that trained on it), and records the seconds
     spent per case in ``RUN/predictions/timing.csv``. Cases whose two files
     exist are skipped, so an interrupted run resumes; a fold's models are
-    loaded only if one of its cases is left to do.
+    loaded only if one of its cases is left to do. Before its test scans, a
+    fold chooses its minimum lesion volume on its validation scans
+    (:func:`choose_postprocessing`).
 
     Parameters
     ----------
@@ -734,8 +751,9 @@ def predict_cases(
         if not pending:
             continue
         models = load_models(run_dir, fold["fold"], _precision(cfg))
+        min_ml = choose_postprocessing(run_dir, fold, cases, models, cfg)
         for files in pending:
-            row = predict_case(files, models, cfg, run_dir, fold["fold"])
+            row = predict_case(files, models, cfg, run_dir, fold["fold"], min_ml)
             timing = pd.concat([timing[timing["case"] != row["case"]], pd.DataFrame([row])], ignore_index=True)
             _write_timing(run_dir, timing.sort_values(["fold", "case"]))
             bar.update(1)
@@ -743,6 +761,35 @@ def predict_cases(
         _clear_keras_session()
     bar.close()
     return read_timing(run_dir)
+
+
+def choose_postprocessing(run_dir: str | Path, fold: dict, cases: Sequence[data.CaseFiles], models: Sequence[ModelPair],
+                          cfg: dict) -> float:
+    """A fold's minimum lesion volume (mL), chosen once on its validation scans and recorded.
+
+    With a single candidate in ``predict.min_lesion_ml`` that candidate is
+    used and nothing is predicted. Otherwise the fold's ``val`` scans are
+    segmented (with the CRF, as the final labels are) by the fold's own models
+    and :func:`liverlib.postprocess.choose_min_lesion_ml` picks the candidate;
+    the choice goes to ``models/fold-K/postprocessing.json`` and is read back on
+    a rerun. The test scans play no part.
+    """
+    candidates = [float(c) for c in cfg["predict"].get("min_lesion_ml", [0.0])]
+    if len(candidates) == 1:
+        return candidates[0]
+    chosen = postprocess.read_min_lesion_ml(run_dir, fold["fold"])
+    if chosen is not None:
+        return chosen
+    by_id = {files.case_id: files for files in cases}
+    val = [by_id[c] for c in fold.get("val", []) if c in by_id]
+    predictions = []
+    for files in val:
+        case = data.load_case(files)
+        labels = predict_volume(case.image, case.spacing, models, cfg)
+        predictions.append((labels, case.label, case.spacing))
+    best, scores = postprocess.choose_min_lesion_ml(predictions, candidates)
+    postprocess.write_choice(run_dir, fold["fold"], best, scores, [files.case_id for files in val])
+    return best
 
 
 def _clear_keras_session() -> None:

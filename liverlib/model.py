@@ -492,6 +492,7 @@ def compile_model(
     loss: str = "bce",
     learning_rate: float = 1e-5,
     jit_compile: bool | str = "auto",
+    ema_momentum: float = 0.0,
 ) -> keras.Model:
     """Compile ``model`` with Adam (the paper's optimizer) and the Dice metric.
 
@@ -507,6 +508,12 @@ def compile_model(
         The paper's Adam learning rate.
     jit_compile : bool or "auto"
         Passed to ``model.compile``.
+    ema_momentum : float, default 0.0
+        0 keeps the last weights (the paper). Otherwise Adam also keeps an
+        exponential moving average of the weights with this momentum, and
+        ``fit`` ends by writing the average into the model (Keras'
+        ``use_ema``): the weights of a short, high-learning-rate run jump from
+        step to step, and their average is a steadier network.
 
     Returns
     -------
@@ -518,8 +525,11 @@ def compile_model(
         raise ValueError(f"learning_rate must be positive, got {learning_rate!r}")
     loss_fn = {"bce": keras.losses.BinaryCrossentropy(name="bce"), "bce_dice": bce_dice_loss,
                "bce_batch_dice": bce_batch_dice_loss}[loss]
+    if not 0.0 <= float(ema_momentum) < 1.0:
+        raise ValueError(f"ema_momentum must lie in [0, 1), got {ema_momentum!r}")
+    ema = {"use_ema": True, "ema_momentum": float(ema_momentum)} if ema_momentum else {}
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=float(learning_rate)),
+        optimizer=keras.optimizers.Adam(learning_rate=float(learning_rate), **ema),
         loss=loss_fn,
         metrics=[dice_coefficient],
         jit_compile=jit_compile,

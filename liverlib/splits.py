@@ -27,7 +27,9 @@ def kfold_splits(case_ids: list[int], folds: int = 10, seed: int = 0, validation
         Seed of the permutation.
     validation_fraction : float
         Share of each fold's training scans held out for validation (curves,
-        model selection); never taken from the test fold.
+        postprocessing choice); never taken from the test fold. They are the
+        first scans of the next fold's test chunk, so every scan validates at
+        most one or two folds and is fitted in the others.
 
     Returns
     -------
@@ -51,7 +53,10 @@ def kfold_splits(case_ids: list[int], folds: int = 10, seed: int = 0, validation
     out = []
     for k, chunk in enumerate(chunks):
         test = sorted(order[i] for i in chunk)
-        rest = [c for c in order if c not in set(test)]
+        # The training scans in permutation order, starting after the test chunk: validation
+        # comes from the next fold's test scans, so it rotates and every scan is fitted in
+        # most folds (taken from the front, the same few scans would validate every fold).
+        rest = order[chunk[-1] + 1 :] + order[: chunk[0]]
         n_val = int(round(validation_fraction * len(rest)))
         if validation_fraction > 0 and len(rest) > 1:
             n_val = max(1, n_val)

@@ -60,6 +60,7 @@ def _settings(cfg: dict) -> dict[str, str]:
     model, train = cfg["model"], cfg["train"]
     normalization = model.get("normalization", "none")  # runs made before the key had none
     prior = float(model.get("output_prior", 0.5))
+    ema = float(train.get("ema_momentum", 0.0))  # runs made before the key had none
     depth, base = int(model["depth"]), int(model["base_filters"])
     size = int(cfg["preprocess"]["size"])
     steps = int(train.get("steps_per_epoch", 0))
@@ -72,7 +73,7 @@ def _settings(cfg: dict) -> dict[str, str]:
         "Convolution": "3×3" + ("" if normalization == "none" else f", {normalization} normalization"),
         "Activation function": "ReLU",
         "Output layer": "1×1 convolution, sigmoid" + ("" if prior == 0.5 else f", bias initialized to logit({_number(prior)})"),
-        "Optimizer": "Adam",
+        "Optimizer": "Adam" + (f" + weight EMA {_number(ema)}" if ema else ""),
         "dropout": _number(model["dropout"]),
         "Learning rate": _number(train["learning_rate"]),
         "Batch size": str(int(train["batch_size"])),

@@ -54,7 +54,9 @@ def build_model(cfg: dict):
 
     size = cfg["preprocess"]["size"]
     model = mixed_unet(input_shape=(size, size, 1), **cfg["model"])  # the section's keys are its arguments
-    return compile_model(model, loss=cfg["train"]["loss"], learning_rate=cfg["train"]["learning_rate"])
+    train = cfg["train"]
+    return compile_model(model, loss=train["loss"], learning_rate=train["learning_rate"],
+                         ema_momentum=train.get("ema_momentum", 0.0))  # runs made before the key: none
 
 
 def _dataset(cache, case_ids, stage: str, cfg: dict, seed: int, training: bool):

@@ -48,6 +48,9 @@ def test_set_overrides_are_typed_and_validated():
     assert cfg["crf"]["enabled"] is False
     assert config.resolve("smoke", ["preprocess.roi_margin_mm=5"])["preprocess"]["roi_margin_mm"] == 5.0
     assert config.resolve("smoke", {"model.base_filters": 16})["model"]["base_filters"] == 16
+    # predict.min_lesion_ml is a list of any length (candidates), of floats
+    assert config.resolve("paper", ["predict.min_lesion_ml=[0, 0.5, 2]"])["predict"]["min_lesion_ml"] == [0.0, 0.5, 2.0]
+    assert config.resolve("default", ["predict.min_lesion_ml=[0.3]"])["predict"]["min_lesion_ml"] == [0.3]
 
 
 @pytest.mark.parametrize(
@@ -64,6 +67,8 @@ def test_set_overrides_are_typed_and_validated():
         ("lesion_stage.model.dropout=high", "expects type float"),
         ("lesion_stage.model=3", "is a section"),
         ("lesion_stage=3", "is a section"),
+        ("predict.min_lesion_ml=[big]", "expects type float"),
+        ("predict.min_lesion_ml=[]", "at least one value"),
     ],
 )
 def test_bad_overrides(override, message):

@@ -12,7 +12,7 @@ from scipy import ndimage as ndi
 from liverlib import crf
 from liverlib.config import resolve
 from liverlib.data import load_image, load_label
-from liverlib.crf import DEFAULTS, bounding_box, crf_refine, pairwise_features, refine_labels
+from liverlib.crf import DEFAULTS, bounding_box, crf_refine, lesions_in_liver, pairwise_features, refine_labels
 
 SHAPE = (24, 48, 48)
 SPACING = (2.0, 1.0, 1.0)
@@ -288,11 +288,30 @@ def test_refine_labels_without_crf_is_the_threshold_rule():
     image, liver_prob, lesion_prob, *_ = lesion_case(seed=1)
     labels = refine_labels(image, liver_prob, lesion_prob, SPACING, enabled=False)
     liver = liver_prob >= 0.5
+    np.testing.assert_array_equal(labels, lesions_in_liver(liver, lesion_prob >= 0.5))
+    # Lesion probability above threshold apart from the thresholded liver stays background.
+    assert ((lesion_prob >= 0.5) & ~liver).any() and (labels[~liver] == 0).mean() > 0.99
+
+
+def test_lesions_in_liver_keeps_border_lesions_whole():
+    liver = np.zeros((1, 4, 9), bool)
+    liver[0, :, 2:6] = True
+    lesion = np.zeros_like(liver)
+    lesion[0, 1:3, 0:3] = True  # 2 of its 6 voxels in the liver (column 2): kept whole
+    lesion[0, 3, 8] = True  # apart from the liver: dropped
+    lesion[0, 3, 6] = True  # touches the liver only diagonally, nothing inside: dropped
+    lesion[0, 0:2, 5:8] = True  # 2 of 6 inside with min_inside 0.25, 1/3 < 0.5
     expected = liver.astype(np.uint8)
-    expected[liver & (lesion_prob >= 0.5)] = 2
-    np.testing.assert_array_equal(labels, expected)
-    # Lesion probability above threshold outside the thresholded liver stays background.
-    assert ((lesion_prob >= 0.5) & ~liver).any() and not (labels[~liver] == 2).any()
+    expected[0, 1:3, 0:3] = 2
+    expected[0, 0:2, 5:8] = 2
+    np.testing.assert_array_equal(lesions_in_liver(liver, lesion), expected)
+    strict = lesions_in_liver(liver, lesion, min_inside=0.5)  # both components clipped to the liver
+    np.testing.assert_array_equal(np.argwhere(strict == 2), np.argwhere(lesion & liver))
+    np.testing.assert_array_equal(lesions_in_liver(liver, np.zeros_like(liver)), liver.astype(np.uint8))
+    with pytest.raises(ValueError, match="same shape"):
+        lesions_in_liver(liver, lesion[:, :2])
+    with pytest.raises(ValueError, match="min_inside"):
+        lesions_in_liver(liver, lesion, min_inside=1.5)
 
 
 def test_refine_labels_empty_liver_and_shape_errors():

@@ -23,9 +23,10 @@ import pandas as pd
 import pytest
 from conftest import REAL_CT, reoriented_copy, write_nifti
 
-from liverlib import config, data, inference
+from liverlib import config, data, inference, postprocess
 from liverlib.cli import main
 from liverlib.errors import LiverlibError
+from liverlib.runfolder import load_run
 
 SIZE = 96
 # Exact test volume, canonical (plane, row, column): a liver block with a lesion, and a
@@ -364,3 +365,39 @@ def test_score_before_after_and_crf_effect(cv_run, tmp_path):
     assert inference.most_changed_case(scores) in (0, 1, 2)
     example = inference.load_before_after(run, cases[0])
     assert example["image"].shape == example["before"].shape == example["reference"].shape
+
+
+def test_each_fold_chooses_its_minimum_lesion_volume_on_validation_scans(cv_run):
+    run, cases = cv_run
+    folds = json.loads((run / "splits.json").read_text())["folds"]
+    folds[0]["val"] = [2]  # fold 0's own models segment scan 2 exactly: its 0.6 mL lesion included
+    (run / "splits.json").write_text(json.dumps({"folds": folds}))
+    cfg = load_run(run)
+    cfg["predict"]["min_lesion_ml"] = [0.0, 1.0]
+    inference.predict_cases(run, cases, cfg=cfg, progress=False)
+    chosen = json.loads((run / "models" / "fold-0" / "postprocessing.json").read_text())
+    assert chosen == {"min_lesion_ml": 0.0, "validation_cases": [2], "mean_lesion_dice": {"0.0": 1.0, "1.0": 0.0}}
+    np.testing.assert_array_equal(data.load_label(inference.prediction_paths(run, 0).after), expected_labels())
+    # A single candidate is applied as it is: 1 mL removes the lesion, which becomes liver.
+    for files in cases:
+        inference.prediction_paths(run, files.case_id).after.unlink()
+    cfg["predict"]["min_lesion_ml"] = [1.0]
+    inference.predict_cases(run, cases, cfg=cfg, progress=False)
+    after = data.load_label(inference.prediction_paths(run, 0).after)
+    np.testing.assert_array_equal(after, (expected_labels() > 0).astype(np.uint8))
+
+
+def test_predict_file_applies_the_folds_median_choice(tmp_path, capsys):
+    run = make_run(tmp_path / "run", {0: (liver_stub(), lesion_stub()), 1: (liver_stub(), lesion_stub()),
+                                      2: (liver_stub(), lesion_stub())}, exact_cfg())
+    src = tmp_path / "volume-1.nii.gz"  # spacing 1 x 1 x 2 mm: the lesion is 3 x 10 x 10 voxels, 0.6 mL
+    data.save_like(phantom_volume(), data.Geometry(np.diag([1.0, 1.0, 2.0, 1.0]), (SIZE, SIZE, 12), ("R", "A", "S")),
+                   src, dtype=np.int16)
+    for fold, min_ml in [(0, 0.0), (1, 1.0), (2, 0.5)]:
+        postprocess.write_choice(run, fold, min_ml, {str(min_ml): 1.0}, [])
+    out = inference.predict_file(src, tmp_path / "median.nii.gz", run, use_crf=False)  # median 0.5 mL keeps it
+    np.testing.assert_array_equal(data.load_label(out), expected_labels())
+    postprocess.write_choice(run, 2, 1.0, {"1.0": 1.0}, [])  # median 1 mL removes it: it becomes liver
+    out = inference.predict_file(src, tmp_path / "median1.nii.gz", run, use_crf=False)
+    np.testing.assert_array_equal(data.load_label(out), (expected_labels() > 0).astype(np.uint8))
+    assert "lesion components under 1 mL removed" in capsys.readouterr().out

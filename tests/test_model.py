@@ -458,3 +458,30 @@ def test_one_training_step_under_backend(backend):
     )
     assert result.returncode == 0, result.stderr[-4000:]
     assert "backend smoke OK" in result.stdout
+
+
+def _fit_recording(ema_momentum: float):
+    """Fit a one-layer model 8 steps; return its kernel after every step and at the end."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1, activation="sigmoid")])
+    compile_model(model, loss="bce", learning_rate=0.1, ema_momentum=ema_momentum)
+    x = np.random.default_rng(1).normal(size=(8, 4)).astype("float32")
+    y = (x[:, :1] > 0).astype("float32")
+    steps = []
+    record = keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: steps.append(
+        keras.ops.convert_to_numpy(model.layers[0].kernel).copy()))
+    model.fit(x, y, batch_size=2, epochs=2, shuffle=False, verbose=0, callbacks=[record])
+    return steps, keras.ops.convert_to_numpy(model.layers[0].kernel)
+
+
+def test_ema_momentum_ends_fit_with_the_moving_average_of_the_weights():
+    steps, last = _fit_recording(0.0)
+    np.testing.assert_array_equal(last, steps[-1])  # the paper: the last weights
+    _, averaged = _fit_recording(0.8)  # the averaging does not change the trajectory itself
+    expected = steps[0]
+    for weights in steps[1:]:
+        expected = 0.8 * expected + 0.2 * weights
+    np.testing.assert_allclose(averaged, expected, atol=1e-6)
+    assert np.abs(averaged - last).max() > 0.05
+    with pytest.raises(ValueError, match="ema_momentum"):
+        compile_model(keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)]), ema_momentum=1.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from liverlib.splits import kfold_splits, read_splits, write_splits
@@ -23,6 +24,12 @@ def test_validation_is_taken_from_training_scans():
     for f in folds:
         assert f["val"] and set(f["val"]) <= set(f["train"])
         assert not set(f["val"]) & set(f["test"])
+    # Validation rotates: with 2 scans per chunk and 10 % of 18, fold k validates on fold k+1's test scans.
+    for k, f in enumerate(folds):
+        assert f["val"] == folds[(k + 1) % 10]["test"]
+    lits = kfold_splits(list(range(130)), folds=10, seed=0, validation_fraction=0.1)
+    times_validated = np.bincount([c for f in lits for c in f["val"]], minlength=130)
+    assert [len(f["val"]) for f in lits] == [12] * 10 and times_validated.max() == 1
 
 
 def test_seeded_and_uneven():

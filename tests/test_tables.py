@@ -43,9 +43,11 @@ def test_table2_reports_what_the_run_changed():
 
 
 def test_table2_shows_where_the_lesion_network_differs():
-    cfg = config.resolve("paper", ["lesion_stage.model.output_prior=0.01", "lesion_stage.model.dropout=0"])
+    cfg = config.resolve("paper", ["lesion_stage.model.output_prior=0.01", "lesion_stage.model.dropout=0",
+                                   "lesion_stage.train.ema_momentum=0.95"])
     run = tables.table2(cfg)["this run"]
     assert run["dropout"] == "0.5 (lesion network: 0)"
+    assert run["Optimizer"] == "Adam (lesion network: Adam + weight EMA 0.95)"
     assert run["Output layer"] == "1×1 convolution, sigmoid (lesion network: 1×1 convolution, sigmoid, bias initialized to logit(0.01))"
     assert run["Learning rate"] == "1e-5"  # shared settings are written once
 

@@ -110,9 +110,10 @@ import math
 from typing import Sequence
 
 import numpy as np
-from scipy import ndimage
 import pydensecrf.densecrf as dcrf
 from pydensecrf.utils import unary_from_softmax
+
+from liverlib.metrics import connected_components
 
 #: Recommended ``crf`` section (see the module docstring); the function defaults.
 #: ``profiles.yaml`` base differs in ``bilateral_sigma_mm`` (20) and lacks the lesion keys.
@@ -691,9 +692,8 @@ def lesions_in_liver(liver: np.ndarray, lesion: np.ndarray, min_inside: float = 
         raise ValueError(f"min_inside must lie in [0, 1], got {min_inside!r}")
     labels = liver.astype(np.uint8)
     if lesion.any():
-        components, n = ndimage.label(lesion, np.ones((3,) * lesion.ndim, bool))
-        size = np.bincount(components.ravel(), minlength=n + 1)
-        inside = np.bincount(components[liver], minlength=n + 1)
+        components, size = connected_components(lesion)
+        inside = np.bincount(components[liver], minlength=len(size))
         whole = (inside > 0) & (inside >= float(min_inside) * size)
         whole[0] = False
         labels[whole[components] | (lesion & liver)] = 2

@@ -55,11 +55,11 @@ from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import ndimage
 
 from liverlib import crf, data, postprocess, preprocess
 from liverlib.atomic import atomic_path
 from liverlib.errors import LiverlibError
+from liverlib.metrics import connected_components
 from liverlib.runfolder import RunFolder, load_run
 
 if TYPE_CHECKING:  # keras is imported only when models are loaded
@@ -315,8 +315,7 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     box = crf.bounding_box(mask, (1.0,) * mask.ndim)
     if box is None:
         return out
-    labels, count = ndimage.label(mask[box], structure=np.ones((3,) * mask.ndim, dtype=bool))
-    sizes = np.bincount(labels.ravel(), minlength=count + 1)
+    labels, sizes = connected_components(mask[box])
     out[box] = labels == (1 + int(np.argmax(sizes[1:])))
     return out
 

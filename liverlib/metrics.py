@@ -87,6 +87,7 @@ __all__ = [
     "dice_counts",
     "global_dice",
     "lesion_detection",
+    "connected_components",
     "case_metrics",
     "bounding_box",
 ]
@@ -454,18 +455,26 @@ def global_dice(counts) -> float:
 # --------------------------------------------------------------------------- lesion detection
 
 
-def _components(mask: np.ndarray) -> tuple[np.ndarray, int]:
-    """3-D connected components with full connectivity (as data.count_lesions)."""
+def connected_components(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Connected components with full connectivity (26 in 3-D), and their sizes.
+
+    Returns
+    -------
+    labels : ndarray of int, mask's shape
+        0 outside the mask, 1..n for the components.
+    sizes : ndarray of int, shape (n + 1,)
+        Voxels per label; ``sizes[0]`` counts the background.
+    """
+    mask = np.asarray(mask, dtype=bool)
     labels, count = ndimage.label(mask, structure=np.ones((3,) * mask.ndim, dtype=bool))
-    return labels, int(count)
+    return labels, np.bincount(labels.ravel(), minlength=int(count) + 1)
 
 
 def _detect(pred: np.ndarray, ref: np.ndarray, overlap: float) -> dict:
     """The LiTS scorer's merge-and-match detection, on already cropped masks."""
-    pred_labels, n_pred = _components(pred)
-    ref_labels, n_ref = _components(ref)
-    pred_size = np.bincount(pred_labels.ravel(), minlength=n_pred + 1)
-    ref_size = np.bincount(ref_labels.ravel(), minlength=n_ref + 1)
+    pred_labels, pred_size = connected_components(pred)
+    ref_labels, ref_size = connected_components(ref)
+    n_pred, n_ref = len(pred_size) - 1, len(ref_size) - 1
 
     # Sparse overlap: only components that touch each other enter the matrix.
     both = (pred_labels > 0) & (ref_labels > 0)

@@ -21,10 +21,9 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import ndimage
 
 from liverlib.atomic import write_json
-from liverlib.metrics import dice
+from liverlib.metrics import connected_components, dice
 from liverlib.runfolder import RunFolder
 
 __all__ = ["remove_small_lesions", "choose_min_lesion_ml", "postprocessing_path", "read_min_lesion_ml", "choices"]
@@ -59,8 +58,8 @@ def remove_small_lesions(labels: np.ndarray, spacing: Sequence[float], min_ml: f
     lesion = np.asarray(labels) == 2
     if not min_ml or not lesion.any():
         return labels
-    components, _ = ndimage.label(lesion, np.ones((3, 3, 3), bool))
-    volume_ml = np.bincount(components.ravel()) * (float(np.prod(spacing)) / 1000.0)
+    components, size = connected_components(lesion)
+    volume_ml = size * (float(np.prod(spacing)) / 1000.0)
     small = (volume_ml < float(min_ml)) & (np.arange(len(volume_ml)) > 0)
     out = np.array(labels, copy=True)
     out[small[components]] = 1

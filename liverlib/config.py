@@ -78,8 +78,9 @@ def stage_config(config: dict[str, Any], stage: str) -> dict[str, Any]:
     return out
 
 
-#: List keys whose length may change (one or more values of the base's element type).
-VARIABLE_LISTS = {"predict.min_lesion_ml"}
+#: List keys whose length may change (one or more values of the base's element
+#: type), with the smallest value each element may take.
+VARIABLE_LISTS = {"predict.min_lesion_ml": 0.0}
 
 
 def _check_type(name: str, old: Any, new: Any) -> Any:
@@ -95,7 +96,10 @@ def _check_type(name: str, old: Any, new: Any) -> Any:
         if name in VARIABLE_LISTS:
             if not new:
                 raise ConfigError(f"config key '{name}' needs at least one value")
-            return [_check_type(name, old[0], n) for n in new]
+            values = [_check_type(name, old[0], n) for n in new]
+            if min(values) < VARIABLE_LISTS[name]:
+                raise ConfigError(f"config key '{name}' takes values >= {VARIABLE_LISTS[name]}, got {new!r}")
+            return values
         if len(old) != len(new):
             raise ConfigError(f"config key '{name}' takes {len(old)} values, got {len(new)}")
         return [_check_type(name, o, n) for o, n in zip(old, new)]

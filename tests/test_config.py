@@ -69,6 +69,7 @@ def test_set_overrides_are_typed_and_validated():
         ("lesion_stage=3", "is a section"),
         ("predict.min_lesion_ml=[big]", "expects type float"),
         ("predict.min_lesion_ml=[]", "at least one value"),
+        ("predict.min_lesion_ml=[0, -0.5]", "values >= 0.0"),
     ],
 )
 def test_bad_overrides(override, message):

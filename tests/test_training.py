@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from liverlib import config, data
 from liverlib.cache import build_cache
 from liverlib.phantoms import write_cohort
-from liverlib.train import stage_complete, train_fold, train_stage
+from liverlib.runfolder import init_run, load_run, open_cache
+from liverlib.splits import run_splits
+from liverlib.train import screen, screen_summary, stage_complete, train_fold, train_stage
 
 
 @pytest.fixture(scope="module")
-def phantom_cache(tmp_path_factory):
-    root = tmp_path_factory.mktemp("train")
-    cases = data.discover(write_cohort(root / "phantoms", cases=6, seed=11, size=96, workers=2)[0].parent)
+def phantom_dir(tmp_path_factory):
+    return write_cohort(tmp_path_factory.mktemp("train") / "phantoms", cases=6, seed=11, size=96, workers=2)[0].parent
+
+
+@pytest.fixture(scope="module")
+def phantom_cache(phantom_dir):
     cfg = config.resolve("smoke")
-    return build_cache(cases, root / "cache", cfg["preprocess"], workers=2, progress=False), cfg
+    cache = build_cache(data.discover(phantom_dir), phantom_dir.parent / "cache", cfg["preprocess"], workers=2, progress=False)
+    return cache, cfg
 
 
 def _dice(model, cache, case_id):
@@ -70,3 +77,28 @@ def test_lesion_stage_section_changes_only_the_lesion_network(phantom_cache):
     for name, model in (("liver", liver), ("lesion", lesion)):
         bias = model.get_layer("output").get_weights()[1]
         assert abs(float(bias[0]) - start[name]) < 0.1, name
+
+
+def test_screen_scores_each_test_scan_and_leaves_the_run_alone(phantom_dir, tmp_path):
+    run = tmp_path / "run"
+    init_run(run, "smoke", {"data.dir": str(phantom_dir)})
+    folds = run_splits(list(range(6)), folds=6, seed=0, validation_fraction=0.2, path=run / "splits.json")
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in run.rglob("*"))
+    table = screen(run, "liver", 1, ["train.epochs=5"])
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in run.rglob("*")) == before  # nothing written
+    assert table["case"].tolist() == folds[1]["test"] and (table["fold"] == 1).all()
+    cache = open_cache(load_run(run), progress=False)
+    for row in table.itertuples():
+        _, y = cache.load([row.case], 1)
+        assert row.reference == int(y.sum()) > 0  # the cached liver masks' pixels
+        chance = 2 * y.mean() / (1 + y.mean())  # Dice of calling every pixel liver
+        assert row.dice > max(0.3, 2 * chance)  # it learns in 150 steps
+
+
+def test_screen_summary_pools_pixels():
+    table = pd.DataFrame({"fold": [0, 0, 1], "case": [3, 4, 5], "reference": [10, 0, 30], "predicted": [10, 4, 20],
+                          "intersection": [5, 0, 20], "dice": [0.5, 0.0, 0.8]})
+    summary = screen_summary(table)
+    assert summary["pooled_dice"] == pytest.approx(2 * 25 / (34 + 40))
+    assert summary["mean_dice"] == pytest.approx(1.3 / 3)
+    assert summary["false_positive_px_without_foreground"] == 4 and summary["scans"] == 3

@@ -585,8 +585,8 @@ def predict_file(
     folds = ", ".join(str(k) for k, _, _ in paths)
     print(f"models: run {Path(run_dir)}, fold{'s' if len(paths) > 1 else ''} {folds}, {precision}", flush=True)
     labels = predict_volume(image, spacing, models, cfg, use_crf=use_crf, log=lambda line: print(line, flush=True))
-    chosen = [postprocess.read_min_lesion_ml(run_dir, k) for k, _, _ in paths]
-    min_ml = float(np.median([c for c in chosen if c is not None])) if any(c is not None for c in chosen) else 0.0
+    chosen = [c for c in (postprocess.read_min_lesion_ml(run_dir, k) for k, _, _ in paths) if c is not None]
+    min_ml = float(np.median(chosen)) if chosen else 0.0
     if min_ml:
         labels = postprocess.remove_small_lesions(labels, spacing, min_ml)
         print(f"lesion components under {min_ml:g} mL removed (the folds' validated choice)", flush=True)

@@ -113,19 +113,23 @@ def write_choice(run_dir: str | Path, fold: int, best: float, scores: dict, case
     return path
 
 
+def _read_choice(run_dir: str | Path, fold: int) -> dict | None:
+    path = postprocessing_path(run_dir, fold)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def read_min_lesion_ml(run_dir: str | Path, fold: int) -> float | None:
     """A fold's chosen minimum lesion volume (mL), or None if it has not chosen."""
-    path = postprocessing_path(run_dir, fold)
-    return float(json.loads(path.read_text())["min_lesion_ml"]) if path.is_file() else None
+    record = _read_choice(run_dir, fold)
+    return None if record is None else float(record["min_lesion_ml"])
 
 
 def choices(run_dir: str | Path, folds: Sequence[dict]) -> pd.DataFrame:
     """One row per fold that has chosen: its validation scans, the choice and the mean Dice per candidate."""
     rows = []
     for fold in folds:
-        path = postprocessing_path(run_dir, fold["fold"])
-        if path.is_file():
-            record = json.loads(path.read_text())
+        record = _read_choice(run_dir, fold["fold"])
+        if record is not None:
             rows.append({"fold": fold["fold"], "validation scans": ", ".join(map(str, record["validation_cases"])),
                          "min lesion mL": record["min_lesion_ml"],
                          **{f"Dice, min {k} mL": v for k, v in record["mean_lesion_dice"].items()}})

@@ -129,6 +129,12 @@ def stage_complete(model_dir: str | Path, stage: str) -> bool:
     return (Path(model_dir) / f"{stage}.keras").is_file() and (history["stage"] == stage).any()
 
 
+def fit_and_val(fold: dict) -> tuple[list[int], list[int]]:
+    """A fold's scans to fit on (``train`` minus ``val``) and to validate on."""
+    val_ids = list(fold.get("val", []))
+    return [c for c in fold["train"] if c not in set(val_ids)], val_ids
+
+
 def train_fold(run_dir: str | Path, fold: dict, cfg: dict, cache, stages=STAGES, verbose: int = 2) -> pd.DataFrame:
     """Train the requested stages of one fold, skipping those already complete.
 
@@ -148,8 +154,7 @@ def train_fold(run_dir: str | Path, fold: dict, cfg: dict, cache, stages=STAGES,
     """
     model_dir = RunFolder(Path(run_dir)).model_dir(fold["fold"])
     model_dir.mkdir(parents=True, exist_ok=True)
-    val_ids = list(fold.get("val", []))
-    fit_ids = [c for c in fold["train"] if c not in set(val_ids)]
+    fit_ids, val_ids = fit_and_val(fold)
     if set(fold["train"]) & set(fold["test"]):
         raise ValueError(f"fold {fold['fold']}: training and test scans overlap")
     for stage in stages:
@@ -240,28 +245,28 @@ def screen_folds(cache, folds: list[dict], cfg: dict, stage: str = "lesion", thr
         both are empty). :func:`screen_summary` pools them.
     """
     from liverlib.inference import network_input, predict_slices
+    from liverlib.metrics import dice_counts, global_dice
 
     rows = []
     for fold in folds:
-        val_ids = list(fold.get("val", []))
-        fit_ids = [c for c in fold["train"] if c not in set(val_ids)]
+        fit_ids, val_ids = fit_and_val(fold)
         model, _ = train_stage(cache, stage, fit_ids, val_ids, cfg, stage_seed(cfg["seed"], fold["fold"], stage), verbose=0)
         for case in fold["test"]:
             x, y = cache.load([case], _STAGE_NUMBER[stage])
             predicted = predict_slices([model], network_input(x, int(cache.config["levels"]))) >= threshold
-            reference = y.astype(bool)
-            inter, pred, ref = int((predicted & reference).sum()), int(predicted.sum()), int(reference.sum())
+            inter, pred, ref = dice_counts(predicted, y)
             rows.append({"fold": fold["fold"], "case": int(case), "reference": ref, "predicted": pred,
-                         "intersection": inter, "dice": 2 * inter / (pred + ref) if pred + ref else 1.0})
+                         "intersection": inter, "dice": global_dice([(inter, pred, ref)])})  # one scan: its Dice
     return pd.DataFrame(rows, columns=["fold", "case", "reference", "predicted", "intersection", "dice"])
 
 
 def screen_summary(table: pd.DataFrame) -> dict:
     """Pooled and mean Dice of a :func:`screen_folds` table, and the false-positive
     pixels on the scans without foreground."""
-    total = table["predicted"].sum() + table["reference"].sum()
+    from liverlib.metrics import global_dice
+
     return {
-        "pooled_dice": float(2 * table["intersection"].sum() / total) if total else 1.0,
+        "pooled_dice": global_dice(table[["intersection", "predicted", "reference"]].to_numpy()),
         "mean_dice": float(table["dice"].mean()),
         "false_positive_px_without_foreground": int(table.loc[table["reference"] == 0, "predicted"].sum()),
         "scans": len(table),

@@ -39,7 +39,8 @@ def test_preprocessing_steps_are_the_network_inputs(real_case, cached):
     steps = figures.preprocessing_steps(real_case, PREPROCESS, plane=12)
     assert steps.plane == 12 and steps.raw.shape == (101, 122)
     assert steps.windowed.min() >= -100 and steps.windowed.max() <= 300
-    assert steps.resized.shape == steps.equalized.shape == steps.roi_equalized.shape == (96, 96)
+    size = PREPROCESS["size"]
+    assert steps.resized.shape == steps.equalized.shape == steps.roi_equalized.shape == (size, size)
     # Exactly the slices of the cache: the figure shows what the networks are trained on.
     row1 = list(cached["stage1_z"]).index(12)
     np.testing.assert_array_equal(steps.equalized, cached["stage1_x"][row1])
@@ -101,7 +102,7 @@ def test_unet_diagram_and_pooling_examples():
 def test_first_layer_features_and_pooling_comparison(cached, tmp_path):
     image = cached["stage1_x"][10]
     features, names, source = figures.first_layer_features(image, tmp_path / "missing.keras")
-    assert features.shape == (96, 96, 4) and features.min() >= 0 and len(names) == 4 and "Sobel" in source
+    assert features.shape == (*image.shape, 4) and features.min() >= 0 and len(names) == 4 and "Sobel" in source
     # A vertical step from dark to bright responds only to the "dark above bright" edge filter.
     step = np.zeros((8, 8), np.uint8)
     step[4:] = 255
@@ -114,7 +115,8 @@ def test_first_layer_features_and_pooling_comparison(cached, tmp_path):
     draws = [ax.get_title() for ax in fig.axes if ax.get_title().startswith("mixed, training")]
     assert len(draws) == 4 and all(("max" in d) != ("average" in d) for d in draws)
     # Each row's max, average and inference panels are the pooled maps.
-    pooled = features.reshape(48, 2, 48, 2, 4)
+    rows, columns = image.shape
+    pooled = features.reshape(rows // 2, 2, columns // 2, 2, 4)
     np.testing.assert_allclose(fig.axes[2].images[0].get_array(), pooled.max(axis=(1, 3))[..., 0], rtol=1e-6)
     np.testing.assert_allclose(fig.axes[3].images[0].get_array(), pooled.mean(axis=(1, 3))[..., 0], rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="channels"):

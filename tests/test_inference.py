@@ -58,9 +58,14 @@ def lesion_stub() -> keras.Model:
     return stub(threshold=0.7)  # lesion only (x = 0.875)
 
 
+def smoke_cfg(**overrides) -> dict:
+    """The smoke profile on SIZE x SIZE network slices, the stub networks' input."""
+    return config.resolve("smoke", {"preprocess.size": SIZE, **overrides})
+
+
 def exact_cfg(**overrides) -> dict:
     """The smoke profile with the linear gray mapping and a whole-plane stage-2 ROI (exact expectations)."""
-    return config.resolve("smoke", {"preprocess.equalize": False, "preprocess.roi_margin_mm": 1000.0, **overrides})
+    return smoke_cfg(**{"preprocess.equalize": False, "preprocess.roi_margin_mm": 1000.0, **overrides})
 
 
 def phantom_volume() -> np.ndarray:
@@ -102,7 +107,7 @@ def exact_run(tmp_path_factory) -> Path:
 def real_run(tmp_path_factory) -> Path:
     """The smoke profile as it is (histogram equalization on) with bright-pixel stubs."""
     root = tmp_path_factory.mktemp("realrun")
-    return make_run(root, {0: (stub(threshold=0.75), stub(threshold=0.97))}, config.resolve("smoke"))
+    return make_run(root, {0: (stub(threshold=0.75), stub(threshold=0.97))}, smoke_cfg())
 
 
 # --------------------------------------------------------------------------- one volume
@@ -190,9 +195,9 @@ def test_mixed_unet_models_load_and_predict(tmp_path):
     from liverlib.model import mixed_unet
 
     keras.utils.set_random_seed(0)
-    run = make_run(tmp_path / "run", {0: (mixed_unet(base_filters=2), mixed_unet(base_filters=2))}, config.resolve("smoke"))
+    run = make_run(tmp_path / "run", {0: (mixed_unet(base_filters=2), mixed_unet(base_filters=2))}, smoke_cfg())
     image, spacing, _ = data.load_image(REAL_CT)
-    labels = inference.predict_volume(image, spacing, inference.load_models(run), config.resolve("smoke"))
+    labels = inference.predict_volume(image, spacing, inference.load_models(run), smoke_cfg())
     assert labels.shape == image.shape and set(np.unique(labels)) <= {0, 1, 2}
 
 

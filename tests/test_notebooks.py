@@ -1,8 +1,9 @@
 """The whole story, headless: `liverlib run --profile smoke` executes notebooks 01-07.
 
-This is the slowest test (a few minutes on 2 CPU cores): it trains 10 folds x 2
-stages of the tiny smoke model on a phantom cohort and checks the paper's
-tables and figures come back, and that the model learned the liver.
+This is the slowest test (about 5 minutes on 2 plain AVX2 cores): it trains 5 folds
+x 2 stages of the tiny smoke model on a phantom cohort and checks the paper's
+tables and figures come back, and that the model learned the liver. Its only time
+limit is a hang guard: how long a training run takes depends on the machine.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ import nbformat
 import pandas as pd
 import pytest
 
+from liverlib.config import resolve
 from liverlib.runner import NOTEBOOKS
 
 ROOT = Path(__file__).resolve().parents[1]
+HANG_GUARD_S = 3600  # not a speed test: only a run that hangs fails on time
 
 
 def test_notebooks_are_committed_clean():
@@ -36,7 +39,7 @@ def smoke_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("smoke") / "run"
     exe = Path(sys.executable).parent / "liverlib"
     result = subprocess.run([str(exe), "run", "--profile", "smoke", "--out", str(run_dir)],
-                            capture_output=True, text=True, timeout=1500)
+                            capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert result.returncode == 0, result.stderr[-3000:]
     return run_dir, result
 
@@ -47,17 +50,18 @@ def test_smoke_run_regenerates_tables_and_figures(smoke_run):
     for name in NOTEBOOKS:
         assert (run_dir / "notebooks" / f"{name}.ipynb").is_file()
     folds = json.loads((run_dir / "splits.json").read_text())["folds"]
-    assert len(folds) == 10
+    k = resolve("smoke")["folds"]
+    assert len(folds) == k
     metrics = pd.read_csv(run_dir / "tables" / "metrics.csv")
-    assert set(metrics["fold"]) == set(range(10))
+    assert set(metrics["fold"]) == set(range(k))
     assert set(metrics["crf"]) == {0, 1} and set(metrics["structure"]) == {"liver", "lesion"}
     assert sorted(metrics["case"].unique()) == sorted(c for f in folds for c in f["test"])
     table = pd.read_csv(run_dir / "tables" / "dice_10fold.csv", index_col=0)
-    assert [f"fold {k}" for k in range(10)] == list(table.index[:10])
+    assert [f"fold {fold}" for fold in range(k)] == list(table.index[:k])
     for name in ("fig1_samples", "fig6_training_input_liver", "training_curves_liver", "crf_before_after",
                  "evaluation_prediction_vs_reference", "dice_per_fold"):
         assert (run_dir / "figures" / f"{name}.png").stat().st_size > 10_000
-    for fold in range(10):
+    for fold in range(k):
         for model in ("liver.keras", "lesion.keras", "history.csv"):
             assert (run_dir / "models" / f"fold-{fold}" / model).is_file()
 
@@ -76,9 +80,9 @@ def test_rerun_resumes_and_changed_config_is_refused(smoke_run):
     run_dir, _ = smoke_run
     exe = Path(sys.executable).parent / "liverlib"
     again = subprocess.run([str(exe), "run", "--profile", "smoke", "--out", str(run_dir)],
-                           capture_output=True, text=True, timeout=300)
+                           capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert again.returncode == 0 and again.stdout.count("complete, skipped") == len(NOTEBOOKS)
     other = subprocess.run([str(exe), "run", "--profile", "smoke", "--out", str(run_dir), "--set", "train.epochs=9"],
-                           capture_output=True, text=True, timeout=300)
+                           capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert other.returncode == 2 and "another config (train.epochs)" in other.stderr
     assert len(other.stderr.strip().splitlines()) == 1

@@ -11,14 +11,16 @@ import os
 import sys
 from pathlib import Path
 
+from liverlib.config import PROFILES, defaults, resolve
 from liverlib.errors import LiverlibError
 
+# Each subcommand imports its module when it runs, so `liverlib --help` never loads Keras.
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
 
 
 def _cmd_phantoms(args: argparse.Namespace) -> int:
-    from liverlib.phantoms import write_cohort
+    from liverlib.data.phantoms import write_cohort
 
     paths = write_cohort(args.out, cases=args.cases, seed=args.seed, size=args.size, workers=args.workers)
     print(f"wrote {len(paths)} phantom cases to {args.out} (seed {args.seed})")
@@ -26,14 +28,12 @@ def _cmd_phantoms(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from liverlib.check import check_folder
+    from liverlib.data.check import check_folder
 
     return check_folder(args.data, workers=args.workers)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from liverlib.config import resolve
-
     overrides = list(args.set or [])
     if args.data is not None:
         overrides.append(f"data.dir={args.data.resolve()}")
@@ -44,7 +44,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from liverlib.inference import predict_file
+    from liverlib.inference.scan import predict_file
 
     predict_file(args.input, args.output, run_dir=args.run, fold=args.fold, use_crf=not args.no_crf,
                  precision=args.precision)
@@ -52,7 +52,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from liverlib.evaluate import evaluate_folder
+    from liverlib.evaluation.folders import evaluate_folder
 
     return evaluate_folder(args.pred_dir, args.ref_dir, out=args.out)
 
@@ -70,11 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    cohort = defaults("data")  # the default profile's cohort: `liverlib phantoms` makes the same one
     p = sub.add_parser("phantoms", help="write a synthetic phantom cohort in LiTS layout")
     p.add_argument("out", type=Path, help="output folder")
-    p.add_argument("--cases", type=int, default=20, help="number of cases (default 20)")
-    p.add_argument("--seed", type=int, default=7, help="cohort seed (default 7)")
-    p.add_argument("--size", type=int, default=256, help="in-plane voxels (default 256)")
+    p.add_argument("--cases", type=int, default=cohort["phantom_cases"],
+                   help=f"number of cases (default {cohort['phantom_cases']})")
+    p.add_argument("--seed", type=int, default=cohort["phantom_seed"], help=f"cohort seed (default {cohort['phantom_seed']})")
+    p.add_argument("--size", type=int, default=cohort["phantom_size"],
+                   help=f"in-plane voxels (default {cohort['phantom_size']})")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel processes")
     p.set_defaults(func=_cmd_phantoms)
 
@@ -84,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_check)
 
     p = sub.add_parser("run", help="run notebooks 01-07 headless into a run folder")
-    p.add_argument("--profile", choices=("smoke", "default", "paper"), default="default")
+    p.add_argument("--profile", choices=PROFILES, default="default")
     p.add_argument("--data", type=Path, default=None, help="LiTS/MSD folder (default: phantoms)")
     p.add_argument("--out", type=Path, default=None, help="run folder (default runs/PROFILE)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")

@@ -18,6 +18,7 @@ from liverlib.atomic import write_text
 from liverlib.errors import ConfigError
 
 PROFILES = ("smoke", "default", "paper")
+STAGES = ("liver", "lesion")  # the two networks; the slice cache numbers them 1 and 2
 STAGE_SECTION = "lesion_stage"  # keys of `model` / `train` that differ for the lesion network
 STAGE_SECTIONS = ("model", "train")
 
@@ -63,14 +64,20 @@ def _merge_stage(config: dict, override: Any) -> dict:
     return out
 
 
+def stage_number(stage: str) -> int:
+    """1 for ``"liver"``, 2 for ``"lesion"``: how the slice cache numbers the stages."""
+    if stage not in STAGES:
+        raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+    return STAGES.index(stage) + 1
+
+
 def stage_config(config: dict[str, Any], stage: str) -> dict[str, Any]:
     """The config that trains one stage: for ``"lesion"``, ``model`` and ``train``
     with the ``lesion_stage`` keys applied; for ``"liver"``, unchanged.
 
     Runs made before ``lesion_stage`` existed train both stages alike.
     """
-    if stage not in ("liver", "lesion"):
-        raise ValueError(f"stage must be 'liver' or 'lesion', got {stage!r}")
+    stage_number(stage)  # validates
     out = copy.deepcopy(config)
     if stage == "lesion":
         for section, values in (config.get(STAGE_SECTION) or {}).items():
@@ -169,6 +176,25 @@ def resolve(profile: str = "default", overrides: Iterable[str] | dict | None = N
     config = apply_overrides(config, overrides)
     config["profile"] = profile
     return config
+
+
+def defaults(section: str) -> dict[str, Any]:
+    """Return a copy of one section of the ``base`` profile, e.g. ``defaults("crf")``.
+
+    Functions whose parameters mirror a profile section fill the ones they are
+    not given from here, so that ``profiles.yaml`` is the only place the values
+    are written.
+
+    Raises
+    ------
+    ConfigError
+        For a section the base profile does not have.
+    """
+    base = _load_profiles_file()["base"]
+    if not isinstance(base.get(section), dict):
+        sections = sorted(k for k, v in base.items() if isinstance(v, dict))
+        raise ConfigError(f"unknown config section '{section}'; known: {', '.join(sections)}")
+    return copy.deepcopy(base[section])
 
 
 def apply_overrides(config: dict[str, Any], overrides: Iterable[str] | dict | None) -> dict[str, Any]:

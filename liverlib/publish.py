@@ -14,7 +14,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from liverlib.atomic import write_text
-from liverlib.runfolder import RunFolder, data_source, load_run
+from liverlib.data.sources import data_source
+from liverlib.runfolder import RunFolder, load_run
 
 
 def _commit() -> str:
@@ -52,7 +53,7 @@ def publish(run_dir: str | Path, dest: str | Path) -> Path:
         shutil.copy2(path, dest / path.name)
     for path in table_files:
         shutil.copy2(path, dest / "tables" / path.name)
-    status = json.loads((run.notebooks / "status.json").read_text())
+    status = json.loads(run.status.read_text())
     wall = sum(v["seconds"] for v in status.values())
     lines = [
         "# Figures and tables of the last `make paper` run",

@@ -1,37 +1,40 @@
-"""The run folder: its layout, its config and where its data comes from.
+"""The run folder and the cache folder: every path of a run, and of the shared cache, in one place.
 
 ::
 
     RUN/
       config.yaml        resolved profile plus overrides
       splits.json        patient-level folds
-      notebooks/         executed notebooks
-      models/fold-K/     liver.keras, lesion.keras, history.csv
-      predictions/       per-case label volumes, before and after CRF
+      cohort.csv         the cohort table of notebook 01
+      notebooks/         executed notebooks, status.json, kernel.log, the run's kernelspec
+      models/fold-K/     liver.keras, lesion.keras, history.csv, postprocessing.json
+      predictions/       before-crf/ and after-crf/segmentation-N.nii.gz, timing.csv
       tables/            metrics.csv and the Dice tables
       figures/           the paper's figures, regenerated
 
-Shared, reusable artefacts (the phantom cohort, the slice cache) live outside
-the run, under the cache root (:func:`cache_root`), keyed by
-their inputs, so a second run on the same data reuses them.
+Shared, rebuildable artefacts (the phantom cohorts, the slice cache) live
+outside any run, in the :class:`CacheFolder`, keyed by their inputs, so a
+second run on the same data reuses them.
 """
 
 from __future__ import annotations
 
-import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from liverlib import config as config_module
-from liverlib.atomic import write_json
-from liverlib.data import CaseFiles, discover
+from liverlib.config import STAGES
+
+PREDICTION_FOLDERS = {0: "before-crf", 1: "after-crf"}  # by the ``crf`` flag of metrics.csv
+_FOLD_DIR = re.compile(r"^fold-(\d+)$")
 
 
 @dataclass(frozen=True)
 class RunFolder:
-    """Paths of one run folder."""
+    """Every path of one run folder."""
 
     root: Path
 
@@ -47,23 +50,97 @@ class RunFolder:
         return self.root / "splits.json"
 
     @property
+    def cohort(self) -> Path:
+        return self.root / "cohort.csv"
+
+    @property
     def notebooks(self) -> Path:
         return self.root / "notebooks"
 
     @property
+    def status(self) -> Path:
+        """Completed notebooks and their seconds (``liverlib run``)."""
+        return self.notebooks / "status.json"
+
+    @property
+    def kernel_log(self) -> Path:
+        return self.notebooks / "kernel.log"
+
+    @property
+    def jupyter(self) -> Path:
+        """The run's own Jupyter data folder, holding its kernelspec."""
+        return self.root / ".jupyter"
+
+    @property
+    def models(self) -> Path:
+        return self.root / "models"
+
+    def model_dir(self, fold: int) -> Path:
+        return self.models / f"fold-{int(fold)}"
+
+    def model_file(self, fold: int, stage: str) -> Path:
+        """``models/fold-K/liver.keras`` or ``lesion.keras``."""
+        if stage not in STAGES:
+            raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+        return self.model_dir(fold) / f"{stage}.keras"
+
+    def history(self, fold: int) -> Path:
+        return self.model_dir(fold) / "history.csv"
+
+    def postprocessing(self, fold: int) -> Path:
+        """A fold's chosen lesion postprocessing (:mod:`liverlib.inference.postprocess`)."""
+        return self.model_dir(fold) / "postprocessing.json"
+
+    def trained_folds(self) -> list[int]:
+        """The fold numbers that have a ``models/fold-K`` folder, sorted."""
+        if not self.models.is_dir():
+            return []
+        return sorted(int(m.group(1)) for p in self.models.iterdir() if p.is_dir() and (m := _FOLD_DIR.match(p.name)))
+
+    @property
     def predictions(self) -> Path:
         return self.root / "predictions"
+
+    def prediction(self, case_id: int, crf: int) -> Path:
+        """One case's labels, before (``crf=0``) or after (``crf=1``) the CRF."""
+        return self.predictions / PREDICTION_FOLDERS[int(crf)] / f"segmentation-{int(case_id)}.nii.gz"
+
+    @property
+    def timing(self) -> Path:
+        """Seconds per predicted case."""
+        return self.predictions / "timing.csv"
 
     @property
     def tables(self) -> Path:
         return self.root / "tables"
 
     @property
+    def metrics(self) -> Path:
+        """The long-format scores of every test scan (:func:`liverlib.evaluation.run.score_run`)."""
+        return self.tables / "metrics.csv"
+
+    @property
     def figures(self) -> Path:
         return self.root / "figures"
 
-    def model_dir(self, fold: int) -> Path:
-        return self.root / "models" / f"fold-{fold}"
+
+@dataclass(frozen=True)
+class CacheFolder:
+    """Every path of the shared cache of rebuildable artefacts."""
+
+    root: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def slices(self) -> Path:
+        """The slice caches (:mod:`liverlib.data.cache`), one sub-folder per key."""
+        return self.root / "slices"
+
+    def phantom_cohort(self, cases: int, seed: int, size: int) -> Path:
+        """The folder of one phantom cohort."""
+        return self.root / "phantoms" / f"seed{int(seed)}-n{int(cases)}-s{int(size)}"
 
 
 def cache_root() -> Path:
@@ -79,12 +156,9 @@ def cache_root() -> Path:
     return (Path(base) / "liverlib").resolve()
 
 
-def open_cache(cfg: dict, progress: bool = True):
-    """Build the run's slice cache, or reuse it if it is complete and current."""
-    from liverlib.cache import build_cache
-
-    return build_cache(dataset_cases(cfg), cache_root() / "slices", cfg["preprocess"],
-                       workers=cfg["preprocess"]["workers"], progress=progress)
+def cache_folder() -> CacheFolder:
+    """The cache folder at :func:`cache_root`."""
+    return CacheFolder(cache_root())
 
 
 def init_run(run_dir: str | Path, profile: str = "default", overrides: dict[str, Any] | list[str] | None = None) -> dict:
@@ -109,31 +183,3 @@ def init_run(run_dir: str | Path, profile: str = "default", overrides: dict[str,
 def load_run(run_dir: str | Path) -> dict:
     """The resolved config of an existing run."""
     return config_module.read_config(RunFolder(Path(run_dir)).config)
-
-
-def dataset_cases(cfg: dict, workers: int | None = None) -> list[CaseFiles]:
-    """The run's cases: the LiTS/MSD folder of ``data.dir``, or the phantom cohort.
-
-    The phantom cohort is generated once under the cache root and reused.
-    """
-    data = cfg["data"]
-    if data["dir"]:
-        return discover(data["dir"])
-    from liverlib.phantoms import write_cohort
-
-    spec = {"cases": data["phantom_cases"], "seed": data["phantom_seed"], "size": data["phantom_size"]}
-    folder = cache_root() / "phantoms" / f"seed{spec['seed']}-n{spec['cases']}-s{spec['size']}"
-    marker = folder / "cohort.json"
-    # write_cohort verifies every case by loading it; do that once, not on every call.
-    if not marker.is_file() or json.loads(marker.read_text()) != spec:
-        write_cohort(folder, workers=workers or cfg["preprocess"]["workers"], **spec)
-        write_json(marker, spec)
-    return discover(folder)
-
-
-def data_source(cfg: dict) -> str:
-    """A one-line description of where the run's data comes from."""
-    data = cfg["data"]
-    if data["dir"]:
-        return f"CT folder {data['dir']}"
-    return f"synthetic phantom cohort ({data['phantom_cases']} cases, seed {data['phantom_seed']}, {data['phantom_size']} px)"

@@ -49,7 +49,7 @@ def notebooks_dir() -> Path:
 
 def _kernel_spec(run: RunFolder) -> None:
     """A kernelspec running this interpreter, put first on JUPYTER_PATH for this process and its kernels."""
-    spec_dir = run.root / ".jupyter" / "kernels" / KERNEL_NAME
+    spec_dir = run.jupyter / "kernels" / KERNEL_NAME
     spec = {
         "argv": [sys.executable, "-m", "liverlib._kernel", "-f", "{connection_file}"],
         "display_name": f"liverlib ({sys.executable})",
@@ -58,12 +58,12 @@ def _kernel_spec(run: RunFolder) -> None:
             "LIVERLIB_HEADLESS": "1",
             "PYTHONHASHSEED": "0",
             "TF_CPP_MIN_LOG_LEVEL": "2",
-            "LIVERLIB_KERNEL_LOG": str(run.notebooks.resolve() / "kernel.log"),
+            "LIVERLIB_KERNEL_LOG": str(run.kernel_log.resolve()),
         },
     }
     run.notebooks.mkdir(parents=True, exist_ok=True)
     write_json(spec_dir / "kernel.json", spec)
-    paths = [str(run.root.resolve() / ".jupyter")] + [p for p in os.environ.get("JUPYTER_PATH", "").split(os.pathsep) if p]
+    paths = [str(run.jupyter.resolve())] + [p for p in os.environ.get("JUPYTER_PATH", "").split(os.pathsep) if p]
     os.environ["JUPYTER_PATH"] = os.pathsep.join(paths)
 
 
@@ -82,7 +82,7 @@ def notebook_parameters(cfg: dict, run_dir: Path) -> dict:
 
 
 def _status(run: RunFolder) -> dict:
-    path = run.notebooks / "status.json"
+    path = run.status
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
@@ -142,7 +142,7 @@ def run(profile: str = "default", out: str | Path | None = None, overrides: list
                 ) from None
         seconds = time.perf_counter() - t0
         status[name] = {"complete": True, "seconds": round(seconds, 1)}
-        write_json(run_folder.notebooks / "status.json", status)
+        write_json(run_folder.status, status)
         print(f"[{name}] done in {seconds:.0f} s", flush=True)
     total = sum(v["seconds"] for v in status.values())
     print(f"run complete: {run_folder.root} ({time.perf_counter() - started:.0f} s now, {total:.0f} s in all notebooks)", flush=True)

@@ -1,11 +1,11 @@
-"""liverlib.augment: image and mask stay aligned; flip, rotation and seeds behave."""
+"""liverlib.transforms.augment: image and mask stay aligned; flip, rotation and seeds behave."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from liverlib.augment import augment_batch, random_affines, warp_batch
+from liverlib.transforms.augment import augment_batch, random_affines, warp_batch
 
 
 def _ellipses(n=48, size=96):

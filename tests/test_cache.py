@@ -1,4 +1,4 @@
-"""liverlib.cache and liverlib.dataset: reproducible, resumable, incremental slice cache."""
+"""liverlib.data.cache and liverlib.data.dataset: reproducible, resumable, incremental slice cache."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_nifti
+from support import write_nifti
 
-from liverlib.cache import SliceCache, build_cache, cache_key
+from liverlib.data.cache import SliceCache, build_cache, cache_key
 from liverlib.data import discover
 from liverlib.errors import DataError
 
@@ -91,18 +91,18 @@ def _recording_build_case(files, *args):
     """Stands in for cache._build_case in the workers: logs case, pid and thread limit."""
     from threadpoolctl import threadpool_info
 
-    import liverlib.cache
+    import liverlib.data.cache
 
     threads = max([pool["num_threads"] for pool in threadpool_info()] or [1])
     with open(os.environ["LIVERLIB_TEST_PID_LOG"], "a") as f:
         f.write(f"{files.case_id} {os.getpid()} {threads}\n")
-    return liverlib.cache._original_build_case(files, *args)
+    return liverlib.data.cache._original_build_case(files, *args)
 
 
 def test_cases_are_built_in_single_threaded_worker_processes(cohort, tmp_path, monkeypatch):
     import sys
 
-    import liverlib.cache as cache_module
+    import liverlib.data.cache as cache_module
 
     if not sys.platform.startswith("linux"):
         pytest.skip("the stand-in reaches the workers through fork")
@@ -175,7 +175,7 @@ def test_a_bad_case_in_a_worker_names_its_file(cohort, tmp_path):
 
 
 def test_slice_dataset_batches_are_deterministic_and_cover_the_set(cohort, tmp_path):
-    from liverlib.dataset import SliceDataset
+    from liverlib.data.dataset import SliceDataset
 
     cache = build_cache(discover(cohort), tmp_path / "cache", CFG, progress=False)
     augment = {"enabled": True, "rotation_deg": 15.0, "flip": True, "scale": [0.9, 1.1], "shift": 0.1}
@@ -211,7 +211,7 @@ def test_slice_dataset_batches_are_deterministic_and_cover_the_set(cohort, tmp_p
 
 
 def test_foreground_oversampling_fills_each_batch_share(cohort, tmp_path):
-    from liverlib.dataset import SliceDataset
+    from liverlib.data.dataset import SliceDataset
 
     cache = build_cache(discover(cohort), tmp_path / "cache", CFG, progress=False)
     x, y = cache.load([0, 1, 2], stage=1)
@@ -241,7 +241,7 @@ def test_foreground_oversampling_fills_each_batch_share(cohort, tmp_path):
 def test_slice_dataset_trains_a_keras_model(cohort, tmp_path):
     import keras
 
-    from liverlib.dataset import SliceDataset
+    from liverlib.data.dataset import SliceDataset
 
     cache = build_cache(discover(cohort), tmp_path / "cache", CFG, progress=False)
     data = SliceDataset(cache, [1, 2], stage=2, batch_size=4, augment={"enabled": True}, steps_per_epoch=2, workers=2)

@@ -6,13 +6,14 @@ import inspect
 
 import numpy as np
 import pytest
-from conftest import REAL_CT, REAL_MASK
+from support import REAL_CT, REAL_MASK
 from scipy import ndimage as ndi
 
-from liverlib import crf
-from liverlib.config import resolve
+from liverlib.config import defaults, resolve
 from liverlib.data import load_image, load_label
-from liverlib.crf import DEFAULTS, bounding_box, crf_refine, lesions_in_liver, pairwise_features, refine_labels
+from liverlib.inference import crf
+from liverlib.inference.crf import crf_refine, pairwise_features
+from liverlib.inference.labels import lesions_in_liver, refine_labels
 
 SHAPE = (24, 48, 48)
 SPACING = (2.0, 1.0, 1.0)
@@ -185,8 +186,6 @@ def test_outside_the_roi_the_result_is_the_thresholded_probability():
 def test_automatic_roi_is_the_padded_box_of_possible_foreground(monkeypatch):
     mask = np.zeros(SHAPE, bool)
     mask[8:16, 16:30, 2:12] = True
-    assert bounding_box(mask, SPACING, margin_mm=4.0) == (slice(6, 18), slice(12, 34), slice(0, 16))
-    assert bounding_box(np.zeros(SHAPE, bool), SPACING) is None
     image = np.where(mask, 60.0, 0.0).astype(np.float32)
     prob = np.where(mask, 0.9, 0.01).astype(np.float32)
     prob[20, 40, 40] = 0.06  # above roi_threshold: widens the box
@@ -332,23 +331,42 @@ def test_refine_labels_takes_the_profile_section():
     assert dice(labels > 0, liver) > dice(liver_prob >= 0.5, liver) + 0.05
 
 
-def test_defaults_are_the_function_defaults():
-    signature = inspect.signature(refine_labels).parameters
-    assert {name: signature[name].default for name in DEFAULTS} == DEFAULTS
-    refine = inspect.signature(crf_refine).parameters
-    shared = (
-        "iterations",
-        "pos_sigma_mm",
-        "pos_weight",
-        "bilateral_sigma_mm",
-        "bilateral_sigma_hu",
-        "bilateral_weight",
+KERNEL_KEYS = ("iterations", "pos_sigma_mm", "pos_weight", "bilateral_sigma_mm", "bilateral_sigma_hu", "bilateral_weight")
+
+
+def test_function_defaults_are_the_profile_values():
+    section = defaults("crf")
+    # The profile's keys are refine_labels' CRF parameters, so **config["crf"] always fits.
+    assert set(section) == set(inspect.signature(refine_labels).parameters) - {
+        "image", "liver_prob", "lesion_prob", "spacing", "threshold", "roi_margin_mm", "max_voxels"
+    }  # fmt: skip
+    image, prob, _ = noisy_case(seed=6)
+    kernels = {key: section[key] for key in KERNEL_KEYS}
+    implicit = crf_refine(image, prob, SPACING, return_prob=True)
+    explicit = crf_refine(image, prob, SPACING, return_prob=True, **kernels)
+    for a, b in zip(implicit, explicit):
+        np.testing.assert_array_equal(a, b)
+    image, liver_prob, lesion_prob, *_ = lesion_case(seed=3)
+    np.testing.assert_array_equal(
+        refine_labels(image, liver_prob, lesion_prob, SPACING),
+        refine_labels(image, liver_prob, lesion_prob, SPACING, **section),
     )
-    assert {name: refine[name].default for name in shared} == {name: DEFAULTS[name] for name in shared}
     assert crf.CHRIST2016["bilateral_sigma_hu"] == pytest.approx(39.2, abs=0.05)
 
 
-def test_profile_crf_section_matches_module_defaults():
-    from liverlib import config, crf
+def test_missing_parameters_are_read_from_the_profile(monkeypatch):
+    image, prob, _ = noisy_case(seed=7)
+    section = {**defaults("crf"), "iterations": 0}  # no mean field: the thresholded labels
+    monkeypatch.setattr(crf, "defaults", lambda name: dict(section))
+    np.testing.assert_array_equal(crf_refine(image, prob, SPACING), prob >= 0.5)
+    assert not np.array_equal(crf_refine(image, prob, SPACING, iterations=5), prob >= 0.5)  # explicit values win
+    image, liver_prob, lesion_prob, *_ = lesion_case(seed=3)
+    section["enabled"] = False
+    np.testing.assert_array_equal(
+        refine_labels(image, liver_prob, lesion_prob, SPACING),
+        refine_labels(image, liver_prob, lesion_prob, SPACING, enabled=False),
+    )
 
-    assert config.resolve("default")["crf"] == crf.DEFAULTS
+
+def test_the_profile_is_the_one_source_of_crf_defaults():
+    assert not hasattr(crf, "DEFAULTS")

@@ -8,7 +8,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import REAL_CT, REAL_CT_FULL, REAL_MASK, reoriented_copy, small_case, write_nifti
+from support import REAL_CT, REAL_CT_FULL, REAL_MASK, reoriented_copy, small_case, write_nifti
 
 from liverlib import data
 from liverlib.errors import DataError

@@ -8,22 +8,15 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REAL_MASK
+from support import REAL_MASK
 from nibabel.orientations import axcodes2ornt, ornt_transform
 from scipy import ndimage
 
 from liverlib.cli import main
 from liverlib.errors import DataError
-from liverlib.evaluate import (
-    evaluate_folder,
-    evaluate_pairs,
-    find_references,
-    format_summary,
-    match_folders,
-    summarize,
-    to_frame,
-)
-from liverlib.metrics import case_metrics
+from liverlib.evaluation.detection import case_metrics
+from liverlib.evaluation.folders import evaluate_folder, evaluate_pairs, find_references, match_folders
+from liverlib.evaluation.summary import format_summary, summarize, to_frame
 
 SHAPE = (8, 8, 4)  # stored (i, j, k)
 SPACING = (0.8, 0.7, 2.5)  # mm along i, j, k

@@ -1,4 +1,4 @@
-"""liverlib.figures (notebooks 02 and 03): what the figures show, how many panels, reproducible PNGs."""
+"""liverlib.reporting.figures (notebooks 02 and 03): what the figures show, how many panels, reproducible PNGs."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-from conftest import REAL_CT, REAL_MASK  # noqa: E402
+from support import REAL_CT, REAL_MASK  # noqa: E402
 
-from liverlib import config, figures, preprocess  # noqa: E402
+from liverlib import config  # noqa: E402
+from liverlib import transforms as preprocess  # noqa: E402
 from liverlib.data import CaseFiles, load_case  # noqa: E402
+from liverlib.reporting import figures  # noqa: E402
 
 PREPROCESS = config.resolve("smoke")["preprocess"]
 AUGMENT = config.resolve("smoke")["augment"]
@@ -124,7 +126,7 @@ def test_first_layer_features_and_pooling_comparison(cached, tmp_path):
 
 
 def test_first_layer_features_of_a_saved_model(tmp_path):
-    from liverlib.model import mixed_unet
+    from liverlib.networks import mixed_unet
 
     path = tmp_path / "liver.keras"
     mixed_unet(input_shape=(32, 32, 1), base_filters=6, depth=2).save(path)

@@ -21,9 +21,13 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REAL_CT, reoriented_copy, write_nifti
+from support import REAL_CT, reoriented_copy, write_nifti
 
-from liverlib import config, data, inference, postprocess
+from liverlib import config, data
+from liverlib import inference
+from liverlib.evaluation import run as run_scores
+from liverlib.inference import postprocess
+from liverlib.runfolder import RunFolder
 from liverlib.cli import main
 from liverlib.errors import LiverlibError
 from liverlib.runfolder import load_run
@@ -176,23 +180,17 @@ def test_ensemble_is_the_mean_of_the_folds(exact_run):
 
 
 def test_network_input_scaling_matches_training():
-    from liverlib.dataset import SliceDataset
+    from liverlib.data.dataset import SliceDataset
 
     gray = np.arange(256, dtype=np.uint8).reshape(1, 16, 16)
     x_train, _ = SliceDataset((gray, gray), batch_size=1, shuffle=False)[0]
     np.testing.assert_array_equal(inference.network_input(gray), x_train)
 
 
-def test_largest_component_uses_full_connectivity():
-    mask = np.zeros((4, 6, 6), bool)
-    mask[0, 0, 0] = mask[1, 1, 1] = mask[2, 2, 2] = True  # diagonal chain: one component
-    mask[0, 5, 5] = mask[0, 4, 5] = True                   # two voxels, separate
-    np.testing.assert_array_equal(inference.largest_component(mask), mask & (np.indices(mask.shape)[1] < 3))
-    assert not inference.largest_component(np.zeros((3, 3, 3), bool)).any()
 
 
 def test_mixed_unet_models_load_and_predict(tmp_path):
-    from liverlib.model import mixed_unet
+    from liverlib.networks import mixed_unet
 
     keras.utils.set_random_seed(0)
     run = make_run(tmp_path / "run", {0: (mixed_unet(base_filters=2), mixed_unet(base_filters=2))}, smoke_cfg())
@@ -323,12 +321,12 @@ def test_predict_cases_uses_each_folds_own_models_and_resumes(cv_run):
     assert sorted(timing["case"]) == [0, 1, 2] and list(timing.sort_values("case")["fold"]) == [0, 0, 1]
     assert (timing[["network_s", "crf_s", "total_s"]] >= 0).all().all()
     for files in cases:
-        paths = inference.prediction_paths(run, files.case_id)
+        paths = [RunFolder(run).prediction(files.case_id, crf) for crf in (0, 1)]
         ref = nib.load(str(files.label))
-        for path in (paths.before, paths.after):
+        for path in paths:
             pred = nib.load(str(path))
             assert pred.shape == ref.shape and np.allclose(pred.affine, ref.affine)
-        before = data.load_label(paths.before)
+        before = data.load_label(paths[0])
         if files.case_id in (0, 1):  # fold 0's models: the exact answer
             np.testing.assert_array_equal(before, expected_labels())
         else:  # fold 1's models: liver everywhere
@@ -343,32 +341,33 @@ def test_predict_cases_fold_selection_and_resume_of_a_missing_file(cv_run):
     run, cases = cv_run
     inference.predict_cases(run, cases, folds=[1], progress=False)
     assert inference.prediction_complete(run, 2) and not inference.prediction_complete(run, 0)
-    inference.prediction_paths(run, 2).after.unlink()
+    RunFolder(run).prediction(2, 1).unlink()
     timing = inference.predict_cases(run, cases, folds="all", progress=False)
     assert sorted(timing["case"]) == [0, 1, 2] and all(inference.prediction_complete(run, c) for c in (0, 1, 2))
 
 
-def test_score_before_after_and_crf_effect(cv_run, tmp_path):
+def test_score_run_and_crf_effect(cv_run):
     run, cases = cv_run
-    with pytest.raises(LiverlibError, match="no prediction yet"):
-        inference.score_before_after(run, cases, progress=False)
+    with pytest.raises(LiverlibError, match="no prediction for test case 0 of fold 0"):
+        run_scores.score_run(run, cases=cases, workers=1, progress=False)
     inference.predict_cases(run, cases, progress=False)
-    scores = inference.score_before_after(run, cases, progress=False)
+    scores = run_scores.score_run(run, cases=cases, workers=1, progress=False)
+    pd.testing.assert_frame_equal(run_scores.read_metrics(run), scores, check_dtype=False)
     assert len(scores) == 3 * 2 * 2 and set(scores["crf"]) == {0, 1}
     before = scores[(scores["crf"] == 0)].set_index(["case", "structure"])["dice"]
     assert before[(0, "liver")] == 1.0 and before[(1, "lesion")] == 1.0
     liver_blocks = (expected_labels() > 0).sum()
     assert before[(2, "liver")] == pytest.approx(2 * liver_blocks / (liver_blocks + SIZE * SIZE * 12))
-    effect = inference.crf_effect(scores, decimals=None)
+    effect = run_scores.crf_effect(scores, decimals=None)
     assert list(effect["structure"]) == ["liver", "lesion"] and list(effect["cases"]) == [3, 3]
     assert effect.loc[0, "dice_before"] == pytest.approx(before.xs("liver", level="structure").mean())
     assert effect.loc[0, "dice_change"] == pytest.approx(effect.loc[0, "dice_after"] - effect.loc[0, "dice_before"])
-    rounded = inference.crf_effect(scores)
+    rounded = run_scores.crf_effect(scores)
     assert rounded.loc[0, "dice_before"] == round(effect.loc[0, "dice_before"], 4)
-    written = inference.score_before_after(run, cases, folds=[1], out=tmp_path / "tables" / "metrics_crf.csv", progress=False)
-    assert set(written["case"]) == {2} and len(pd.read_csv(tmp_path / "tables" / "metrics_crf.csv")) == 4
-    assert inference.most_changed_case(scores) in (0, 1, 2)
-    example = inference.load_before_after(run, cases[0])
+    written = run_scores.score_run(run, folds=[1], cases=cases, workers=1, progress=False)
+    assert set(written["case"]) == {2} and len(run_scores.read_metrics(run)) == 4
+    assert run_scores.most_changed_case(scores) in (0, 1, 2)
+    example = run_scores.load_before_after(run, cases[0])
     assert example["image"].shape == example["before"].shape == example["reference"].shape
 
 
@@ -382,13 +381,13 @@ def test_each_fold_chooses_its_minimum_lesion_volume_on_validation_scans(cv_run)
     inference.predict_cases(run, cases, cfg=cfg, progress=False)
     chosen = json.loads((run / "models" / "fold-0" / "postprocessing.json").read_text())
     assert chosen == {"min_lesion_ml": 0.0, "validation_cases": [2], "mean_lesion_dice": {"0.0": 1.0, "1.0": 0.0}}
-    np.testing.assert_array_equal(data.load_label(inference.prediction_paths(run, 0).after), expected_labels())
+    np.testing.assert_array_equal(data.load_label(RunFolder(run).prediction(0, 1)), expected_labels())
     # A single candidate is applied as it is: 1 mL removes the lesion, which becomes liver.
     for files in cases:
-        inference.prediction_paths(run, files.case_id).after.unlink()
+        RunFolder(run).prediction(files.case_id, 1).unlink()
     cfg["predict"]["min_lesion_ml"] = [1.0]
     inference.predict_cases(run, cases, cfg=cfg, progress=False)
-    after = data.load_label(inference.prediction_paths(run, 0).after)
+    after = data.load_label(RunFolder(run).prediction(0, 1))
     np.testing.assert_array_equal(after, (expected_labels() > 0).astype(np.uint8))
 
 
@@ -406,3 +405,22 @@ def test_predict_file_applies_the_folds_median_choice(tmp_path, capsys):
     out = inference.predict_file(src, tmp_path / "median1.nii.gz", run, use_crf=False)
     np.testing.assert_array_equal(data.load_label(out), (expected_labels() > 0).astype(np.uint8))
     assert "lesion components under 1 mL removed" in capsys.readouterr().out
+
+
+def test_timings_record_each_stage_within_the_wall_time():
+    import time
+
+    stages = ("stage1", "largest_component", "stage2", "crf")  # one after the other, inside the call
+    models = [(liver_stub(), lesion_stub())]
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    inference.predict_volume(phantom_volume(), (2.0, 1.0, 1.0), models, exact_cfg(), timings=timings)
+    wall = time.perf_counter() - start
+    assert set(timings) == {*stages, "network", "resample"}
+    assert all(seconds >= 0 for seconds in timings.values()), timings
+    assert sum(timings[k] for k in stages) <= wall
+    assert timings["network"] + timings["resample"] <= timings["stage1"] + timings["stage2"]  # parts of the stages
+    # A second call adds to the same record.
+    first = dict(timings)
+    inference.predict_volume(phantom_volume(), (2.0, 1.0, 1.0), models, exact_cfg(), timings=timings)
+    assert all(timings[k] > first[k] for k in first), (first, timings)

@@ -7,15 +7,13 @@ import math
 import numpy as np
 import pytest
 
-from liverlib import metrics
-from liverlib.metrics import (
+from liverlib.evaluation.detection import case_metrics, lesion_detection
+from liverlib.evaluation.metrics import (
     CONVENTIONS,
     assd,
-    case_metrics,
     dice,
     dice_counts,
     global_dice,
-    lesion_detection,
     msd,
     rvd,
     segmentation_scores,
@@ -284,10 +282,3 @@ def test_bad_arguments_raise_helpful_errors():
         case_metrics(np.full((2, 2, 2), 3), np.zeros((2, 2, 2)))
     with pytest.raises(ValueError, match="same shape"):
         case_metrics(np.zeros((2, 2, 2)), np.zeros((2, 2, 3)))
-
-
-def test_bounding_box():
-    m = mask((5, 6), (1, 2), (3, 4))
-    assert metrics.bounding_box(m) == (slice(1, 4), slice(2, 5))
-    assert metrics.bounding_box(m, margin=2) == (slice(0, 5), slice(0, 6))
-    assert metrics.bounding_box(np.zeros((3, 3), bool)) is None

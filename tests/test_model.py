@@ -1,4 +1,4 @@
-"""Tests of liverlib.model: mixed pooling, the Mixed-UNet, loss, metric, saving, backends."""
+"""Tests of liverlib.networks.unet: mixed pooling, the Mixed-UNet, loss, metric, saving, backends."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import pytest
 
-from liverlib.model import (
+from liverlib.networks import (
     MixedPooling2D,
     bce_batch_dice_loss,
     bce_dice_loss,
@@ -316,7 +316,7 @@ def test_instance_normalization_normalizes_each_feature_map_of_each_image():
 
 
 def test_bfloat16_inference_copy_keeps_weights_and_float32_output():
-    from liverlib.model import inference_copy
+    from liverlib.networks import inference_copy
 
     keras.utils.set_random_seed(3)
     model = mixed_unet(input_shape=(32, 32, 1), base_filters=4, depth=2, normalization="instance")
@@ -411,7 +411,7 @@ BACKEND_SMOKE = textwrap.dedent(
     import sys, tempfile, os
     import numpy as np
     import keras
-    from liverlib.model import mixed_unet, compile_model, load_model
+    from liverlib.networks import mixed_unet, compile_model, load_model
 
     assert keras.backend.backend() == sys.argv[1], keras.backend.backend()
     keras.utils.set_random_seed(0)

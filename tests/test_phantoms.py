@@ -11,7 +11,7 @@ from scipy import ndimage
 
 from liverlib.data import count_lesions, discover, load_case
 from liverlib.errors import DataError
-from liverlib.phantoms import PHASES, TISSUES, make_phantom, write_case, write_cohort
+from liverlib.data.phantoms import PHASES, TISSUES, make_phantom, write_case, write_cohort
 
 # Literature HU ranges (mean over a tissue's interior), independent of the generator's own table:
 # fat -120..-60, muscle 35..60, liver 50-65 unenhanced / 90-130 portal venous, aorta by phase,

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from liverlib import postprocess
-from liverlib.postprocess import choose_min_lesion_ml, remove_small_lesions
+from liverlib.inference import postprocess
+from liverlib.inference.postprocess import choose_min_lesion_ml, remove_small_lesions
 
 SPACING = (10.0, 10.0, 10.0)  # 1 mL voxels: sizes in mL are voxel counts
 

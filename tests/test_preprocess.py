@@ -1,4 +1,4 @@
-"""liverlib.preprocess: window, equalization formula, slice selection, resize, ROI, one case."""
+"""liverlib.transforms: window, equalization formula, slice selection, resize, ROI, one case."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import dataclasses
 
 import numpy as np
 import pytest
-from conftest import REAL_CT, REAL_MASK
+from support import REAL_CT, REAL_MASK
 
 from liverlib.data import CaseFiles, load_case
-from liverlib.preprocess import (
+from liverlib.transforms import (
     Roi,
     crop,
     equalize_histogram,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from liverlib.splits import kfold_splits, read_splits, write_splits
+from liverlib.data.splits import kfold_splits, read_splits, write_splits
 
 
 def test_lits_sized_splits():

@@ -1,11 +1,12 @@
-"""liverlib.tables: Table 2 from the profile, cache statistics, atomic csv + markdown output."""
+"""liverlib.reporting.tables: Table 2 from the profile, cache statistics, atomic csv + markdown output."""
 
 from __future__ import annotations
 
 import pandas as pd
 import pytest
 
-from liverlib import config, tables
+from liverlib import config
+from liverlib.reporting import tables
 
 
 def test_table2_paper_profile_reproduces_the_paper():

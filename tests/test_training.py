@@ -7,11 +7,13 @@ import pandas as pd
 import pytest
 
 from liverlib import config, data
-from liverlib.cache import build_cache
-from liverlib.phantoms import write_cohort
-from liverlib.runfolder import init_run, load_run, open_cache
-from liverlib.splits import run_splits
-from liverlib.train import screen, screen_summary, stage_complete, train_fold, train_stage
+from liverlib.data.cache import build_cache
+from liverlib.data.phantoms import write_cohort
+from liverlib.data.sources import open_cache
+from liverlib.runfolder import init_run, load_run
+from liverlib.data.splits import run_splits
+from liverlib.training.folds import stage_complete, train_fold, train_stage
+from liverlib.training.screen import screen, screen_summary
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,1 @@
+"""Training the two networks fold by fold, and screening a setting on the folds."""

@@ -383,8 +383,9 @@ def cohort_table(cases: list[CaseFiles], workers: int = 1):
     -------
     pandas.DataFrame
     """
-    import pandas as pd
     from concurrent.futures import ProcessPoolExecutor
+
+    import pandas as pd
 
     if workers > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:

@@ -17,7 +17,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from liverlib.evaluation.metrics import _NAN, _as_masks, _as_spacing, _crop_pair, segmentation_scores
+from liverlib.evaluation.metrics import (
+    _NAN,
+    _as_masks,
+    _as_spacing,
+    _crop_pair,
+    segmentation_scores,
+)
 from liverlib.transforms.morphology import connected_components
 
 __all__ = ["STRUCTURES", "lesion_detection", "case_metrics"]

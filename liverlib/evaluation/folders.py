@@ -30,7 +30,14 @@ from nibabel.orientations import axcodes2ornt, io_orientation, ornt_transform
 from tqdm.auto import tqdm
 
 from liverlib.atomic import atomic_path
-from liverlib.data import CANONICAL_AXCODES, Geometry, case_id_from_name, discover, geometry_of, load_label
+from liverlib.data import (
+    CANONICAL_AXCODES,
+    Geometry,
+    case_id_from_name,
+    discover,
+    geometry_of,
+    load_label,
+)
 from liverlib.data.nifti import LITS_IMAGE, LITS_LABEL, NIFTI_SUFFIXES
 from liverlib.errors import DataError
 from liverlib.evaluation.detection import case_metrics

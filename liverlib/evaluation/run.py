@@ -19,8 +19,8 @@ from liverlib.atomic import atomic_path
 from liverlib.data.sources import dataset_cases
 from liverlib.data.splits import read_splits, select_folds, test_plan
 from liverlib.errors import DataError
-from liverlib.evaluation.summary import summarize, to_frame
 from liverlib.evaluation.detection import case_metrics
+from liverlib.evaluation.summary import summarize, to_frame
 from liverlib.runfolder import PREDICTION_FOLDERS, RunFolder, load_run
 
 

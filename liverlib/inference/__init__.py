@@ -10,11 +10,16 @@ from liverlib.inference.crossval import (
     prediction_complete,
     read_timing,
 )
-from liverlib.inference.models import ModelPair, load_model_file, load_models, model_paths
+from liverlib.inference.models import (
+    ModelPair,
+    load_model_file,
+    load_models,
+    model_paths,
+)
 from liverlib.inference.predictor import (
     labels_from_probabilities,
-    liver_probability,
     lesion_probability,
+    liver_probability,
     network_input,
     predict_probabilities,
     predict_slices,

@@ -14,7 +14,11 @@ from liverlib.atomic import atomic_path
 from liverlib.data.splits import read_splits, select_folds, test_plan
 from liverlib.inference import postprocess
 from liverlib.inference.models import ModelPair, load_models, run_precision
-from liverlib.inference.predictor import labels_from_probabilities, predict_probabilities, predict_volume
+from liverlib.inference.predictor import (
+    labels_from_probabilities,
+    predict_probabilities,
+    predict_volume,
+)
 from liverlib.runfolder import RunFolder, load_run
 
 

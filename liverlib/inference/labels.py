@@ -6,7 +6,13 @@ from typing import Sequence
 
 import numpy as np
 
-from liverlib.inference.crf import MAX_VOXELS, ROI_MARGIN_MM, check_inputs, crf_refine, profile_defaults
+from liverlib.inference.crf import (
+    MAX_VOXELS,
+    ROI_MARGIN_MM,
+    check_inputs,
+    crf_refine,
+    profile_defaults,
+)
 from liverlib.transforms.morphology import bounding_box, connected_components
 
 #: Share of a lesion component that must lie in the liver for the liver to grow around it

@@ -64,7 +64,10 @@ def run_precision(cfg: dict) -> str:
 
 def load_model_file(path: Path, precision: str = "float32") -> "keras.Model":
     """One ``.keras`` file for inference (no optimizer state), in ``precision``; one clear error if unreadable."""
-    from liverlib.networks import inference_copy, load_model  # Keras loads here, not at import
+    from liverlib.networks import (  # Keras loads here, not at import
+        inference_copy,
+        load_model,
+    )
 
     try:
         return inference_copy(load_model(path, compile=False), precision)  # inference only: no optimizer state

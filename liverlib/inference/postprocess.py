@@ -24,11 +24,10 @@ import pandas as pd
 
 from liverlib.atomic import write_json
 from liverlib.evaluation.metrics import dice
-from liverlib.transforms.morphology import connected_components, voxel_ml
 from liverlib.runfolder import RunFolder
+from liverlib.transforms.morphology import connected_components, voxel_ml
 
 __all__ = ["remove_small_lesions", "choose_min_lesion_ml", "write_choice", "read_min_lesion_ml", "choices"]
-
 
 
 def remove_small_lesions(labels: np.ndarray, spacing: Sequence[float], min_ml: float) -> np.ndarray:

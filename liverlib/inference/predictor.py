@@ -1,4 +1,4 @@
-"""Whole-volume inference: the two stages, the 3D CRF, and the cross-validated predictions.
+"""Whole-volume prediction: both networks on a CT volume, then the labels with or without the 3D CRF.
 
 One CT volume (canonical ``(plane, row, column)`` HU, see :mod:`liverlib.data`)
 goes through the paper's steps (v)-(vii):
@@ -27,9 +27,10 @@ goes through the paper's steps (v)-(vii):
    outside it is clipped to it, one on its border extends it. Both versions
    come from the same probabilities, so "before"
    and "after CRF" differ by the CRF alone.
-5. **Small lesions.** :func:`predict_case` and :func:`predict_file` then drop
-   lesion components under the minimum volume that the fold chose on its
-   validation scans (:func:`choose_postprocessing`, :mod:`liverlib.inference.postprocess`).
+5. **Small lesions.** :func:`liverlib.inference.crossval.predict_case` and
+   :func:`liverlib.inference.scan.predict_file` then drop lesion components
+   under the minimum volume that the fold chose on its validation scans
+   (:mod:`liverlib.inference.postprocess`).
 
 A volume where stage 1 finds no liver gives an all-zero label volume; stage 2
 and the CRF are then skipped.
@@ -37,10 +38,6 @@ and the CRF are then skipped.
 Memory: a LiTS volume is 512 x 512 x 75-987 planes (up to 1 GB as float32).
 Stage 1 runs on chunks of planes, so besides the image only the two
 probability volumes and a few boolean masks are ever held at full size.
-
-Cross-validation: :func:`predict_cases` predicts every test scan of every fold
-with that fold's models only, so no scan is ever segmented by a network that
-saw it in training.
 """
 
 from __future__ import annotations
@@ -52,10 +49,10 @@ from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
 
+from liverlib import transforms
 from liverlib.inference import crf
 from liverlib.inference.labels import refine_labels
 from liverlib.inference.models import ModelPair
-from liverlib import transforms
 from liverlib.transforms.morphology import bounding_box, largest_component
 
 if TYPE_CHECKING:  # keras is imported only when models are loaded
@@ -206,8 +203,6 @@ def liver_probability(
             back = transforms.resize_back(small, image.shape[1:])
         prob[planes] = back
     return np.clip(prob, 0.0, 1.0, out=prob)  # linear resampling may overshoot 1 by float round-off
-
-
 
 
 def _suppress_outside(prob: np.ndarray, kept: np.ndarray, discarded: np.ndarray, spacing: Sequence[float], margin_mm: float) -> None:
@@ -435,43 +430,3 @@ def predict_volume(
     if return_probabilities:
         return labels, {"liver_prob": liver_prob, "lesion_prob": lesion_prob}
     return labels
-
-
-
-
-
-
-# --------------------------------------------------------------------------- cross-validated predictions
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-# --------------------------------------------------------------------------- the CRF's effect
-
-
-
-
-
-
-
-

@@ -4,7 +4,12 @@ Importing this package imports Keras; ``import liverlib`` does not.
 """
 
 from liverlib.networks.io import PRECISIONS, compile_model, inference_copy, load_model
-from liverlib.networks.losses import LOSSES, bce_batch_dice_loss, bce_dice_loss, dice_coefficient
+from liverlib.networks.losses import (
+    LOSSES,
+    bce_batch_dice_loss,
+    bce_dice_loss,
+    dice_coefficient,
+)
 from liverlib.networks.pooling import GRANULARITIES, INFERENCE_RULES, MixedPooling2D
 from liverlib.networks.unet import NORMALIZATIONS, POOLINGS, mixed_unet
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-
 import keras
 
-from liverlib.networks.losses import LOSSES, bce_batch_dice_loss, bce_dice_loss, dice_coefficient
+from liverlib.networks.losses import (
+    LOSSES,
+    bce_batch_dice_loss,
+    bce_dice_loss,
+    dice_coefficient,
+)
 from liverlib.networks.pooling import MixedPooling2D, check_choice
-
 
 PRECISIONS = ("float32", "bfloat16")
 
@@ -88,9 +91,8 @@ def inference_copy(model: keras.Model, precision: str = "float32") -> keras.Mode
         ``mixed_bfloat16`` policy (bfloat16 activations and matmuls, float32
         weights) and keeps the sigmoid output in float32. On CPUs with native
         bfloat16 (AVX512-BF16, AMX) and on GPUs this roughly halves the
-        network's time; elsewhere it can be slower. Masks agree with float32 to a
-        Dice of ~0.998 (measured on paper-width networks); run tables stay in
-        float32, so that they do not depend on the machine.
+        network's time; elsewhere it can be slower (docs/experiments.md, Benchmarks).
+        Run tables stay in float32, so that they do not depend on the machine.
 
     Returns
     -------

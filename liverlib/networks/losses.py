@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-
 import keras
-
 from keras import ops
-
 
 LOSSES = ("bce", "bce_dice", "bce_batch_dice")
 

@@ -26,7 +26,6 @@ import keras
 import numpy as np
 from keras import ops
 
-
 GRANULARITIES = ("channel", "region", "call")
 
 

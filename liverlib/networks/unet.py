@@ -5,18 +5,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import keras
-
-from liverlib.networks.pooling import GRANULARITIES, INFERENCE_RULES, MixedPooling2D, check_choice
 import numpy as np
+
+from liverlib.networks.pooling import (
+    GRANULARITIES,
+    INFERENCE_RULES,
+    MixedPooling2D,
+    check_choice,
+)
 
 __all__ = ["mixed_unet", "POOLINGS", "NORMALIZATIONS"]
 
 POOLINGS = ("mixed", "max", "avg")
 NORMALIZATIONS = ("none", "instance", "batch")
-
-
-
-
 
 
 # -- the network -------------------------------------------------------------
@@ -183,19 +184,3 @@ def mixed_unet(
 
 
 # -- loss, metric, compile, load -----------------------------------------------
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-

@@ -1,0 +1,1 @@
+"""Reporting: the paper's figures (one module per notebook), the run's tables, the slice viewer."""

@@ -125,8 +125,6 @@ def stage_complete(model_dir: str | Path, stage: str) -> bool:
     return (Path(model_dir) / f"{stage}.keras").is_file() and (history["stage"] == stage).any()
 
 
-
-
 def train_fold(run_dir: str | Path, fold: dict, cfg: dict, cache, stages=STAGES, verbose: int = 2) -> pd.DataFrame:
     """Train the requested stages of one fold, skipping those already complete.
 
@@ -164,8 +162,6 @@ def train_fold(run_dir: str | Path, fold: dict, cfg: dict, cache, stages=STAGES,
         with atomic_path(model_dir / "history.csv") as tmp:
             history.to_csv(tmp, index=False)
     return read_history(model_dir)
-
-
 
 
 def run_stage(run_dir: str | Path, stage: str, which: str | int | list[int] = "all", verbose: int = 2):

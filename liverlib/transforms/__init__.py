@@ -17,7 +17,15 @@ from liverlib.transforms.pipeline import (
     select_slices,
     stage2_to_volume,
 )
-from liverlib.transforms.spatial import NO_ROI, Roi, crop, liver_roi, paste, resize_back, resize_slices
+from liverlib.transforms.spatial import (
+    NO_ROI,
+    Roi,
+    crop,
+    liver_roi,
+    paste,
+    resize_back,
+    resize_slices,
+)
 
 __all__ = [
     "AIR_HU",

@@ -7,7 +7,6 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
-
 HU_WINDOW = (-100.0, 300.0)
 
 

@@ -33,8 +33,25 @@ from typing import Sequence
 
 import numpy as np
 
-from liverlib.transforms.intensity import HU_WINDOW, check_levels, check_window, equalize_slices, fill_padding, window
-from liverlib.transforms.spatial import NO_ROI, Roi, as_size2, crop, liver_roi, nearest_planes, paste, resize_back, resize_slices
+from liverlib.transforms.intensity import (
+    HU_WINDOW,
+    check_levels,
+    check_window,
+    equalize_slices,
+    fill_padding,
+    window,
+)
+from liverlib.transforms.spatial import (
+    NO_ROI,
+    Roi,
+    as_size2,
+    crop,
+    liver_roi,
+    nearest_planes,
+    paste,
+    resize_back,
+    resize_slices,
+)
 
 __all__ = [
     "image_options",
@@ -48,17 +65,6 @@ __all__ = [
 
 _SELECT_SEED = 0x11FE7  # base seed of the stage-1 negative-slice draw (mixed with the case id)
 _HU_DECIMALS = 2  # resampled HU are rounded to 0.01 HU, see prepare_slices
-
-
-# --------------------------------------------------------------------------- equalization
-
-
-
-
-
-
-
-
 
 
 # --------------------------------------------------------------------------- slice selection
@@ -126,21 +132,6 @@ def select_slices(
     generator = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(0 if rng is None else rng)
     far = generator.choice(rest, size=wanted - n_near, replace=False) if wanted > n_near else rest[:0]
     return np.sort(np.concatenate([positives, near, far])).astype(np.int64)
-
-
-# --------------------------------------------------------------------------- liver ROI
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 # --------------------------------------------------------------------------- image pipeline

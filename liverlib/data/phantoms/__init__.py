@@ -51,7 +51,12 @@ one exception: their smallest diameter follows the slice spacing). The order of
 the random draws is part of the output: reordering them changes every case.
 """
 
-from liverlib.data.phantoms.cohort import Phantom, make_phantom, write_case, write_cohort
+from liverlib.data.phantoms.cohort import (
+    Phantom,
+    make_phantom,
+    write_case,
+    write_cohort,
+)
 from liverlib.data.phantoms.scanner import PADDING_VALUES
 from liverlib.data.phantoms.tissues import PHASES, TISSUES
 

@@ -16,7 +16,13 @@ from liverlib.data.phantoms.anatomy import _Anatomy, _fit_liver
 from liverlib.data.phantoms.canvas import _Canvas
 from liverlib.data.phantoms.lesions import _sample_lesions
 from liverlib.data.phantoms.render import _render
-from liverlib.data.phantoms.scanner import _affine, _apply_scanner, _draw_scan, _render_grid, _Scan
+from liverlib.data.phantoms.scanner import (
+    _affine,
+    _apply_scanner,
+    _draw_scan,
+    _render_grid,
+    _Scan,
+)
 from liverlib.data.phantoms.shapes import _Field, _upsample
 from liverlib.data.phantoms.tissues import _GAS_HU, TISSUES
 from liverlib.errors import DataError

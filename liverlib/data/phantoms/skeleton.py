@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 
 from liverlib.data.phantoms.canvas import _Canvas
-from liverlib.data.phantoms.shapes import _BIG, _P, _Chain, _ellipse2d, _segment2d, _smoothstep
+from liverlib.data.phantoms.shapes import (
+    _BIG,
+    _P,
+    _Chain,
+    _ellipse2d,
+    _segment2d,
+    _smoothstep,
+)
 from liverlib.data.phantoms.tissues import TISSUES
 
 

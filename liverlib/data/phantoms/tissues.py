@@ -87,4 +87,3 @@ def _hu_table(rng, phase: str, oral: bool) -> dict[str, float]:
     hu["visceral_fat"] = hu["fat"] + rng.uniform(0, 12)
     hu["bowel_fluid"] = hu["oral_contrast"] if oral else hu["bowel_fluid"]
     return hu
-

@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# Run notebooks 01-07 headless on the default profile, then copy figures and tables.
+# Run notebooks 01-08 headless on the default profile, then copy figures and tables.
 paper: $(STAMP)
 	$(BIN)/liverlib run --profile $(PROFILE) --out $(RUN)
 	$(BIN)/python -m liverlib.publish $(RUN) figures

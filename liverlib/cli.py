@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="parallel processes")
     p.set_defaults(func=_cmd_check)
 
-    p = sub.add_parser("run", help="run notebooks 01-07 headless into a run folder")
+    p = sub.add_parser("run", help="run notebooks 01-08 headless into a run folder")
     p.add_argument("--profile", choices=PROFILES, default="default")
     p.add_argument("--data", type=Path, default=None, help="LiTS/MSD folder (default: phantoms)")
     p.add_argument("--out", type=Path, default=None, help="run folder (default runs/PROFILE)")

@@ -8,7 +8,7 @@
       cohort.csv         the cohort table of notebook 01
       notebooks/         executed notebooks, status.json, kernel.log, the run's kernelspec
       models/fold-K/     liver.keras, lesion.keras, history.csv, postprocessing.json
-      predictions/       before-crf/ and after-crf/segmentation-N.nii.gz, timing.csv
+      predictions/       before-crf/ and after-crf/segmentation-N.nii.gz, timing.csv, real-ct/
       tables/            metrics.csv and the Dice tables
       figures/           the paper's figures, regenerated
 
@@ -104,6 +104,10 @@ class RunFolder:
     def prediction(self, case_id: int, crf: int) -> Path:
         """One case's labels, before (``crf=0``) or after (``crf=1``) the CRF."""
         return self.predictions / PREDICTION_FOLDERS[int(crf)] / f"segmentation-{int(case_id)}.nii.gz"
+
+    def real_ct_prediction(self, name: str) -> Path:
+        """The labels the run's fold ensemble gives a real scan (:mod:`liverlib.evaluation.real_ct`)."""
+        return self.predictions / "real-ct" / f"{name}.nii.gz"
 
     @property
     def timing(self) -> Path:

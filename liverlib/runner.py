@@ -35,6 +35,7 @@ NOTEBOOKS = (
     "05_lesion_training",
     "06_crf",
     "07_evaluation",
+    "08_real_ct",
 )
 KERNEL_NAME = "liverlib-run"
 
@@ -69,7 +70,8 @@ def _kernel_spec(run: RunFolder) -> None:
 
 def notebook_parameters(cfg: dict, run_dir: Path) -> dict:
     """Every parameter a notebook may declare, from the run's config."""
-    real_ct = Path(__file__).resolve().parents[1] / "tests" / "data" / "ct_abdomen_3mm.nii.gz"
+    real_ct_dir = Path(__file__).resolve().parents[1] / "tests" / "data"  # in a source checkout
+    real_ct = real_ct_dir / "ct_abdomen_3mm.nii.gz"
     return {
         "run_dir": str(run_dir.resolve()),
         "profile": cfg["profile"],
@@ -77,6 +79,7 @@ def notebook_parameters(cfg: dict, run_dir: Path) -> dict:
         "n_cases": int(cfg["data"]["phantom_cases"]),
         "seed": int(cfg["data"]["phantom_seed"]),
         "real_ct": str(real_ct) if real_ct.is_file() else "",
+        "real_ct_dir": str(real_ct_dir),
         "folds": "all",
     }
 

@@ -21,6 +21,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+from stub_models import SIZE, lesion_stub, liver_stub, make_run, stub
 from support import REAL_CT, reoriented_copy, write_nifti
 
 from liverlib import config, data
@@ -32,7 +33,6 @@ from liverlib.cli import main
 from liverlib.errors import LiverlibError
 from liverlib.runfolder import load_run
 
-SIZE = 96
 # Exact test volume, canonical (plane, row, column): a liver block with a lesion, and a
 # small separate "liver-like" blob that the largest-component rule must drop.
 LIVER = (slice(2, 10), slice(20, 60), slice(20, 60))
@@ -41,25 +41,6 @@ BLOB = (slice(2, 4), slice(80, 86), slice(80, 86))
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def stub(threshold: float | None = None, constant: float | None = None, gain: float = 60.0) -> keras.Model:
-    """A 'network' returning sigmoid(gain * (x - threshold)), or a constant probability."""
-    model = keras.Sequential([keras.Input((SIZE, SIZE, 1)), keras.layers.Conv2D(1, 1, activation="sigmoid")])
-    if constant is not None:
-        weights = [np.zeros((1, 1, 1, 1), np.float32), np.array([np.log(constant / (1 - constant))], np.float32)]
-    else:
-        weights = [np.full((1, 1, 1, 1), gain, np.float32), np.array([-gain * threshold], np.float32)]
-    model.set_weights(weights)
-    return model
-
-
-def liver_stub() -> keras.Model:
-    return stub(threshold=0.25)  # liver and lesion (x >= 0.5), not air
-
-
-def lesion_stub() -> keras.Model:
-    return stub(threshold=0.7)  # lesion only (x = 0.875)
 
 
 def smoke_cfg(**overrides) -> dict:
@@ -87,17 +68,6 @@ def expected_labels(blob: bool = False) -> np.ndarray:
     if blob:
         labels[BLOB] = 1
     return labels
-
-
-def make_run(root: Path, folds: dict[int, tuple[keras.Model, keras.Model]], cfg: dict) -> Path:
-    """A run folder with config.yaml and models/fold-K/{liver,lesion}.keras."""
-    config.write_config(cfg, root / "config.yaml")
-    for k, (liver, lesion) in folds.items():
-        folder = root / "models" / f"fold-{k}"
-        folder.mkdir(parents=True)
-        liver.save(folder / "liver.keras")
-        lesion.save(folder / "lesion.keras")
-    return root
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""The whole story, headless: `liverlib run --profile smoke` executes notebooks 01-07.
+"""The whole story, headless: `liverlib run --profile smoke` executes notebooks 01-08.
 
 This is the slowest test (about 5 minutes on 2 plain AVX2 cores): it trains 5 folds
 x 2 stages of the tiny smoke model on a phantom cohort and checks the paper's
@@ -58,8 +58,10 @@ def test_smoke_run_regenerates_tables_and_figures(smoke_run):
     assert sorted(metrics["case"].unique()) == sorted(c for f in folds for c in f["test"])
     table = pd.read_csv(run_dir / "tables" / "dice_10fold.csv", index_col=0)
     assert [f"fold {fold}" for fold in range(k)] == list(table.index[:k])
+    real = pd.read_csv(run_dir / "tables" / "real_ct.csv")
+    assert sorted(real["scan"]) == ["ct_abdomen_2mm_512", "ct_abdomen_3mm"] and real["liver_dice"].between(0, 1).all()
     for name in ("fig1_samples", "fig6_training_input_liver", "training_curves_liver", "crf_before_after",
-                 "evaluation_prediction_vs_reference", "dice_per_fold"):
+                 "evaluation_prediction_vs_reference", "dice_per_fold", "real_ct_predictions"):
         assert (run_dir / "figures" / f"{name}.png").stat().st_size > 10_000
     for fold in range(k):
         for model in ("liver.keras", "lesion.keras", "history.csv"):

@@ -27,7 +27,7 @@ from liverlib.evaluation.metrics import dice
 from liverlib.runfolder import RunFolder
 from liverlib.transforms.morphology import connected_components, voxel_ml
 
-__all__ = ["remove_small_lesions", "choose_min_lesion_ml", "write_choice", "read_min_lesion_ml", "choices"]
+__all__ = ["remove_small_lesions", "choose_min_lesion_ml", "write_choice", "read_min_lesion_ml", "validated_min_lesion_ml", "choices"]
 
 
 def remove_small_lesions(labels: np.ndarray, spacing: Sequence[float], min_ml: float) -> np.ndarray:
@@ -116,6 +116,15 @@ def read_min_lesion_ml(run_dir: str | Path, fold: int) -> float | None:
     """A fold's chosen minimum lesion volume (mL), or None if it has not chosen."""
     record = _read_choice(run_dir, fold)
     return None if record is None else float(record["min_lesion_ml"])
+
+
+def validated_min_lesion_ml(run_dir: str | Path, folds: Sequence[int]) -> float:
+    """The median of the folds' chosen minimum lesion volumes (mL): what an ensemble of them applies.
+
+    0.0 when none of ``folds`` has chosen (a profile with one candidate, or a run made before the choice).
+    """
+    chosen = [c for c in (read_min_lesion_ml(run_dir, k) for k in folds) if c is not None]
+    return float(np.median(chosen)) if chosen else 0.0
 
 
 def choices(run_dir: str | Path, folds: Sequence[dict]) -> pd.DataFrame:

@@ -81,8 +81,7 @@ def predict_file(
     folds = ", ".join(str(k) for k, _, _ in paths)
     print(f"models: run {Path(run_dir)}, fold{'s' if len(paths) > 1 else ''} {folds}, {precision}", flush=True)
     labels = predict_volume(image, spacing, models, cfg, use_crf=use_crf, log=lambda line: print(line, flush=True))
-    chosen = [c for c in (postprocess.read_min_lesion_ml(run_dir, k) for k, _, _ in paths) if c is not None]
-    min_ml = float(np.median(chosen)) if chosen else 0.0
+    min_ml = postprocess.validated_min_lesion_ml(run_dir, [k for k, _, _ in paths])
     if min_ml:
         labels = postprocess.remove_small_lesions(labels, spacing, min_ml)
         print(f"lesion components under {min_ml:g} mL removed (the folds' validated choice)", flush=True)

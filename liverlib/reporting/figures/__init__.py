@@ -38,9 +38,11 @@ from liverlib.reporting.figures.preprocessing import (
     fig4_equalization,
     preprocessing_steps,
 )
+from liverlib.reporting.figures.real_ct import real_ct_predictions
 from liverlib.reporting.figures.training import training_curves, training_input
 
 __all__ = [
+    "real_ct_predictions",
     "DISPLAY_WINDOW",
     "DPI",
     "EDGE_KERNELS",

@@ -18,10 +18,13 @@ from liverlib.data.sources import data_source
 from liverlib.runfolder import RunFolder, load_run
 
 
-def _commit() -> str:
+def _commit(dest: Path) -> str:
+    """HEAD, marked when tracked files other than the published ones (``dest``) have changed."""
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
+        exclude = f":(exclude){Path(dest).resolve().relative_to(Path.cwd().resolve())}" if Path(dest).resolve().is_relative_to(Path.cwd().resolve()) else None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *([exclude] if exclude else [])],
+                               capture_output=True, text=True)
         return out.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -62,7 +65,7 @@ def publish(run_dir: str | Path, dest: str | Path) -> Path:
         "",
         f"- profile: `{cfg['profile']}`",
         f"- data: {data_source(cfg)}",
-        f"- commit: {_commit()}",
+        f"- commit: {_commit(dest)}",
         f"- date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
         f"- wall time of the notebooks: {wall / 60:.1f} min "
         + "(" + ", ".join(f"{k} {v['seconds']:.0f} s" for k, v in status.items()) + ")",

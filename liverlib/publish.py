@@ -18,13 +18,11 @@ from liverlib.data.sources import data_source
 from liverlib.runfolder import RunFolder, load_run
 
 
-def _commit(dest: Path) -> str:
-    """HEAD, marked when tracked files other than the published ones (``dest``) have changed."""
+def _commit() -> str:
+    """HEAD, marked when tracked files have changed (read before anything is published)."""
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
-        exclude = f":(exclude){Path(dest).resolve().relative_to(Path.cwd().resolve())}" if Path(dest).resolve().is_relative_to(Path.cwd().resolve()) else None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *([exclude] if exclude else [])],
-                               capture_output=True, text=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
         return out.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -48,6 +46,7 @@ def publish(run_dir: str | Path, dest: str | Path) -> Path:
     """Copy ``RUN/figures/*.png`` and ``RUN/tables/*`` into ``dest`` and write ``dest/README.md``."""
     run = RunFolder(Path(run_dir))
     cfg = load_run(run.root)
+    commit = _commit()  # before copying: the copies themselves change the tracked figures/
     dest = Path(dest)
     (dest / "tables").mkdir(parents=True, exist_ok=True)
     figures = sorted(run.figures.glob("*.png"))
@@ -65,7 +64,7 @@ def publish(run_dir: str | Path, dest: str | Path) -> Path:
         "",
         f"- profile: `{cfg['profile']}`",
         f"- data: {data_source(cfg)}",
-        f"- commit: {_commit(dest)}",
+        f"- commit: {commit}",
         f"- date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
         f"- wall time of the notebooks: {wall / 60:.1f} min "
         + "(" + ", ".join(f"{k} {v['seconds']:.0f} s" for k, v in status.items()) + ")",

@@ -42,6 +42,7 @@ from liverlib import transforms
 from liverlib.bench.sizes import FULL, BenchSizes, Log, stderr_log
 from liverlib.data.phantoms import make_phantom
 from liverlib.inference import predictor
+from liverlib.transforms.morphology import voxel_ml
 
 __all__ = ["StandInNetwork", "bench_predict", "BREAKDOWN_STAGES"]
 
@@ -184,7 +185,7 @@ def bench_predict(cfg: dict, sizes: BenchSizes = FULL, log: Log = stderr_log, pr
         raise RuntimeError(f"stage 1 asked the liver network for {stand_in.served} planes, expected {len(image)}")
     breakdown = {**timings, "other": total - sum(timings[k] for k in BREAKDOWN_STAGES)}
     breakdown["warmup"] = warmup
-    voxel_ml = float(np.prod(phantom.spacing)) / 1000.0
+    ml = voxel_ml(phantom.spacing)
     return {
         "predict_s_per_volume": total,
         "predict_breakdown_s": breakdown,
@@ -194,10 +195,10 @@ def bench_predict(cfg: dict, sizes: BenchSizes = FULL, log: Log = stderr_log, pr
             "base_filters": width,
             "precision": precision,
             "batch_size": int(cfg["predict"]["batch_size"]),
-            "liver_ml_reference": float((phantom.label > 0).sum() * voxel_ml),
-            "liver_ml_predicted": float((labels > 0).sum() * voxel_ml),
-            "lesion_ml_reference": float((phantom.label == 2).sum() * voxel_ml),
-            "lesion_ml_predicted": float((labels == 2).sum() * voxel_ml),
+            "liver_ml_reference": float((phantom.label > 0).sum() * ml),
+            "liver_ml_predicted": float((labels > 0).sum() * ml),
+            "lesion_ml_reference": float((phantom.label == 2).sum() * ml),
+            "lesion_ml_predicted": float((labels == 2).sum() * ml),
             "stage2_planes": stage2_planes,
         },
     }

@@ -59,7 +59,8 @@ def test_smoke_run_regenerates_tables_and_figures(smoke_run):
     table = pd.read_csv(run_dir / "tables" / "dice_10fold.csv", index_col=0)
     assert [f"fold {fold}" for fold in range(k)] == list(table.index[:k])
     real = pd.read_csv(run_dir / "tables" / "real_ct.csv")
-    assert sorted(real["scan"]) == ["ct_abdomen_2mm_512", "ct_abdomen_3mm"] and real["liver_dice"].between(0, 1).all()
+    assert sorted(real["scan"]) == ["ct_abdomen_2mm_512", "ct_abdomen_2mm_512-liver-crop", "ct_abdomen_3mm",
+                                    "ct_abdomen_3mm-liver-crop"] and real["liver_dice"].between(0, 1).all()
     for name in ("fig1_samples", "fig6_training_input_liver", "training_curves_liver", "crf_before_after",
                  "evaluation_prediction_vs_reference", "dice_per_fold", "real_ct_predictions"):
         assert (run_dir / "figures" / f"{name}.png").stat().st_size > 10_000

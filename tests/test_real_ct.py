@@ -56,6 +56,7 @@ def test_score_real_ct_with_exact_stubs(tmp_path):
     run = make_run(tmp_path / "run", {0: (liver_stub(), lesion_stub()), 1: (liver_stub(), stub(constant=0.01))}, cfg)
     _write_scan(tmp_path / "real")
     scores = score_real_ct(run, tmp_path / "real", progress=False)
+    assert list(scores["scan"]) == ["ct_abdomen_test", "ct_abdomen_test-liver-crop"]
     row = scores.iloc[0]
     # The ensemble's liver is the 40 x 40 x 6 block, the mask 40 x 40 x 5 of it: Dice 2*5/(5+6).
     assert row["scan"] == "ct_abdomen_test" and row["folds"] == "0, 1"
@@ -66,12 +67,19 @@ def test_score_real_ct_with_exact_stubs(tmp_path):
     assert row["false_lesion_ml"] == pytest.approx(0.6)
     written = data.load_label(RunFolder(run).real_ct_prediction("ct_abdomen_test"))
     assert written.shape == (10, SIZE, SIZE) and (written == 2).sum() == 300
+    # The crop: the mask's box (40 x 40 pixels, planes 2-6) grown by 15 mm: 70 x 70 pixels, all 10 planes.
+    crop = scores.iloc[1]
+    assert (crop["planes"], crop["rows"], crop["columns"]) == (10, 70, 70)
+    # Same liver; the spot is resampled 70 -> 96 -> 70 pixels (not 96 -> 96), so its edge erodes a little.
+    assert crop["liver_dice"] == round(10 / 11, 4) and 0.3 <= crop["false_lesion_ml"] <= 0.6
+    cropped = data.load_label(RunFolder(run).real_ct_prediction("ct_abdomen_test-liver-crop"))
+    assert cropped.shape == (10, SIZE, SIZE) and ((cropped > 0) == (written > 0)).all()  # on the whole grid
     # The folds' validated minimum lesion volume applies, as in `liverlib predict`: 1 mL removes the spot.
     for fold in (0, 1):
         RunFolder(run).postprocessing(fold).write_text(json.dumps({"min_lesion_ml": 1.0, "validation_cases": [],
                                                                     "mean_lesion_dice": {}}))
-    again = score_real_ct(run, tmp_path / "real", fold=0, progress=False)
-    assert again.iloc[0]["false_lesion_ml"] == 0.0 and again.iloc[0]["folds"] == "0"
+    again = score_real_ct(run, tmp_path / "real", fold=0, progress=False, crop_margin_mm=None)
+    assert again.iloc[0]["false_lesion_ml"] == 0.0 and again.iloc[0]["folds"] == "0" and len(again) == 1
 
 
 def test_real_ct_figure_shows_each_scan_on_planes_of_its_liver(tmp_path):

@@ -26,12 +26,14 @@ from liverlib.inference.models import load_models, model_paths, run_precision
 from liverlib.inference.postprocess import remove_small_lesions, validated_min_lesion_ml
 from liverlib.inference.predictor import predict_volume
 from liverlib.runfolder import RunFolder, load_run
-from liverlib.transforms.morphology import voxel_ml
+from liverlib.transforms.morphology import bounding_box, voxel_ml
 
-__all__ = ["RealScan", "find_real_scans", "score_real_ct", "COLUMNS"]
+__all__ = ["COLUMNS", "CROP_MARGIN_MM", "CROP_SUFFIX", "RealScan", "find_real_scans", "score_real_ct"]
 
 COLUMNS = ("scan", "planes", "rows", "columns", "spacing_mm", "liver_dice", "liver_ml", "reference_liver_ml",
            "false_lesion_ml", "folds", "seconds")
+CROP_MARGIN_MM = 15.0  # the cropped copy of each scan: its reference liver's box grown by this
+CROP_SUFFIX = "-liver-crop"
 _MASK = re.compile(r"^liver_mask_(?P<key>.+?)\.nii(\.gz)?$")
 
 
@@ -71,13 +73,13 @@ def find_real_scans(folder: str | Path) -> list[RealScan]:
     return scans
 
 
-def _score_scan(scan: RealScan, labels: np.ndarray, liver: np.ndarray, spacing, folds: list[int], seconds: float) -> dict:
+def _score_scan(name: str, shape: tuple, labels: np.ndarray, liver: np.ndarray, spacing, folds: list[int], seconds: float) -> dict:
     ml = voxel_ml(spacing)
     return {
-        "scan": scan.name,
-        "planes": labels.shape[0],
-        "rows": labels.shape[1],
-        "columns": labels.shape[2],
+        "scan": name,
+        "planes": shape[0],
+        "rows": shape[1],
+        "columns": shape[2],
         "spacing_mm": " x ".join(f"{s:.2f}" for s in spacing),
         "liver_dice": round(dice(labels > 0, liver), 4),
         "liver_ml": round(float((labels > 0).sum()) * ml, 1),
@@ -88,13 +90,19 @@ def _score_scan(scan: RealScan, labels: np.ndarray, liver: np.ndarray, spacing, 
     }
 
 
-def score_real_ct(run_dir: str | Path, folder: str | Path, fold: int | None = None, progress: bool = True) -> pd.DataFrame:
+def score_real_ct(run_dir: str | Path, folder: str | Path, fold: int | None = None, progress: bool = True,
+                  crop_margin_mm: float | None = CROP_MARGIN_MM) -> pd.DataFrame:
     """Segment every real scan of ``folder`` with a run's models and score the liver.
 
     The scans are segmented as ``liverlib predict`` does: the fold ensemble
     (or one fold), the run's config with its CRF, and lesion components under
     the folds' validated minimum volume removed. The labels are written to
     ``RUN/predictions/real-ct/NAME.nii.gz`` in each scan's own geometry.
+
+    Each scan is also segmented cropped to its reference liver's box grown by
+    ``crop_margin_mm`` (in-plane and along z), as a scan reconstructed on a small
+    field of view around the liver arrives: the row ``NAME-liver-crop``, whose
+    labels are written into a volume of the whole scan's grid (0 outside the crop).
 
     Parameters
     ----------
@@ -105,13 +113,15 @@ def score_real_ct(run_dir: str | Path, folder: str | Path, fold: int | None = No
     fold : int, optional
         One fold's models; default every fold (the ensemble).
     progress : bool
+    crop_margin_mm : float or None
+        Margin of the cropped copy of each scan; None scores the whole scans only.
 
     Returns
     -------
     DataFrame
-        One row per scan (:data:`COLUMNS`): the liver Dice of labels {1, 2}
-        against the mask, the predicted and reference liver volumes and the
-        false lesion volume (mL).
+        One row per scan and crop (:data:`COLUMNS`): the liver Dice of labels
+        {1, 2} against the mask, the predicted and reference liver volumes and
+        the false lesion volume (mL).
     """
     scans = find_real_scans(folder)
     paths = model_paths(run_dir, fold)
@@ -122,10 +132,15 @@ def score_real_ct(run_dir: str | Path, folder: str | Path, fold: int | None = No
     run = RunFolder(Path(run_dir))
     rows = []
     for scan in tqdm(scans, desc="real CT", unit="scan", disable=not progress):
-        started = time.perf_counter()
         image, spacing, geometry = data.load_image(scan.image)
         liver = data.load_label(scan.liver, geometry) > 0
-        labels = remove_small_lesions(predict_volume(image, spacing, models, cfg), spacing, min_ml)
-        data.save_like(labels, geometry, run.real_ct_prediction(scan.name))
-        rows.append(_score_scan(scan, labels, liver, spacing, folds, time.perf_counter() - started))
+        boxes = {scan.name: tuple(slice(None) for _ in image.shape)}
+        if crop_margin_mm is not None and liver.any():
+            boxes[f"{scan.name}{CROP_SUFFIX}"] = bounding_box(liver, crop_margin_mm, spacing)
+        for name, box in boxes.items():
+            started = time.perf_counter()
+            labels = np.zeros(image.shape, np.uint8)
+            labels[box] = remove_small_lesions(predict_volume(image[box], spacing, models, cfg), spacing, min_ml)
+            data.save_like(labels, geometry, run.real_ct_prediction(name))
+            rows.append(_score_scan(name, image[box].shape, labels, liver, spacing, folds, time.perf_counter() - started))
     return pd.DataFrame(rows, columns=list(COLUMNS))

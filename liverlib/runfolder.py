@@ -142,9 +142,9 @@ class CacheFolder:
         """The slice caches (:mod:`liverlib.data.cache`), one sub-folder per key."""
         return self.root / "slices"
 
-    def phantom_cohort(self, cases: int, seed: int, size: int) -> Path:
-        """The folder of one phantom cohort."""
-        return self.root / "phantoms" / f"seed{int(seed)}-n{int(cases)}-s{int(size)}"
+    def phantom_cohort(self, cases: int, seed: int, size: int, version: int) -> Path:
+        """The folder of one phantom cohort, made by generator ``version``."""
+        return self.root / "phantoms" / f"v{int(version)}-seed{int(seed)}-n{int(cases)}-s{int(size)}"
 
 
 def cache_root() -> Path:

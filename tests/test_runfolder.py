@@ -38,7 +38,7 @@ def test_cache_folder_follows_the_environment(tmp_path, monkeypatch):
     cache = cache_folder()
     assert cache == CacheFolder((tmp_path / "c").resolve())
     assert cache.slices == cache.root / "slices"
-    assert cache.phantom_cohort(cases=40, seed=7, size=256) == cache.root / "phantoms" / "seed7-n40-s256"
+    assert cache.phantom_cohort(cases=40, seed=7, size=256, version=2) == cache.root / "phantoms" / "v2-seed7-n40-s256"
     monkeypatch.delenv("LIVERLIB_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert cache_folder().root == Path(tmp_path / "xdg" / "liverlib").resolve()

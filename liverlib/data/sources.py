@@ -7,7 +7,7 @@ import json
 from liverlib.atomic import write_json
 from liverlib.data.cache import SliceCache, build_cache
 from liverlib.data.nifti import CaseFiles, discover
-from liverlib.data.phantoms import write_cohort
+from liverlib.data.phantoms import GENERATOR_VERSION, write_cohort
 from liverlib.runfolder import cache_folder
 
 
@@ -20,7 +20,7 @@ def dataset_cases(cfg: dict, workers: int | None = None) -> list[CaseFiles]:
     if data["dir"]:
         return discover(data["dir"])
     spec = {"cases": data["phantom_cases"], "seed": data["phantom_seed"], "size": data["phantom_size"]}
-    folder = cache_folder().phantom_cohort(**spec)
+    folder = cache_folder().phantom_cohort(**spec, version=GENERATOR_VERSION)
     marker = folder / "cohort.json"
     # write_cohort verifies every case by loading it; do that once, not on every call.
     if not marker.is_file() or json.loads(marker.read_text()) != spec:

@@ -8,12 +8,15 @@ trees) and gives the liver's SDF and volume.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import yaml
 
+from liverlib.data.phantoms.bowel import _sample_gut
+from liverlib.data.phantoms.liver_shape import _sample_shape, _shape_sdf
+from liverlib.data.phantoms.masses import _sample_masses, _sample_splenic
+from liverlib.data.phantoms.retroperitoneum import _sample_adrenals, _sample_crura
 from liverlib.data.phantoms.shapes import (
     _P,
     _catmull_rom,
@@ -147,19 +150,12 @@ class _Diaphragm:
         return -_smin(-domes[0], -domes[1], 12.0)  # smooth maximum
 
 
-@dataclass
-class _Tube:
-    chain: _Chain
-    wall: float
-    content: str  # "fluid", "food", "stool", "contrast"
-    gas: float  # fraction of the diameter filled with gas, from the front
-
-
 class _Anatomy:
     """All sampled structures of one patient, in the standard frame.
 
     The draws from ``rng`` happen in a fixed order (body, diaphragm, spine,
-    organs, vessels, liver): changing that order changes every phantom.
+    organs, vessels, liver, adrenals, crura, masses): changing that order
+    changes every phantom.
     """
 
     def __init__(self, rng: np.random.Generator):
@@ -172,6 +168,15 @@ class _Anatomy:
         self._sample_organs(layout)
         self._sample_vessels(layout["arteries"], layout["veins"])
         self._sample_liver(layout["liver"])
+        self.adrenals = _sample_adrenals(rng, layout["adrenal"])
+        self.crura = _sample_crura(rng, layout["crura"])
+        self.masses = _sample_masses(rng, self.kidneys, self.adrenals)
+        self.splenic_foci = _sample_splenic(rng, self.spleen)
+
+    def facts(self) -> dict:
+        """Per-case anatomy for the meta: liver shape, gut, masses."""
+        return {**self.liver_shape.facts(), **self.gut_facts, "gallbladder": self.gallbladder is not None,
+                "masses": [m.facts() for m in self.masses + self.splenic_foci]}
 
     def _jitter(self, sd: float = 4.0) -> float:
         """Positional jitter, mm."""
@@ -202,32 +207,9 @@ class _Anatomy:
         centre = self._point(sp["centre"], (4.0, 4.0, 6.0))
         self.spleen = _Ellipsoid(centre, _radii(sp["radii"]) * ss, _rotation(z=sp["rotation"]["z"] + self._jitter(6)))
 
-        st, du = lay["stomach"], lay["duodenum"]
-        sr = rng.uniform(0.75, 1.2)
-        stomach = np.array(st["body"] + st["antrum"], dtype=float)
-        stomach[: len(st["body"]), 3] *= sr
-        stomach[:, :3] += rng.normal(0, 3, (len(stomach), 3))
-        self.tubes = [
-            _Tube(self._chain(stomach, st["step"]), st["wall"], st["content"], rng.uniform(0.15, 0.55)),
-            _Tube(self._chain(du["points"], du["step"]), du["wall"], du["content"], rng.uniform(0.0, 0.3)),
-        ]
-        self.stomach = self.tubes[0].chain
-        self.duodenum = self.tubes[1].chain
+        self.tubes, self.gut_facts = _sample_gut(rng, lay)
+        self.stomach, self.duodenum, self.colon = (tube.chain for tube in self.tubes)
         self.esophagus = self._chain(lay["esophagus"]["points"], lay["esophagus"]["step"])
-
-        co = lay["colon"]
-        cr = rng.uniform(0.85, 1.15)
-        colon = np.array(co["points"], dtype=float)
-        for i, sag in enumerate(co["sag"]):
-            if sag:
-                colon[i, 2] -= rng.uniform(0, sag)
-        colon[:, 3] *= cr
-        colon[:, :3] += rng.normal(0, 3, (len(colon), 3))
-        pts = _catmull_rom(colon, co["step"])
-        s = np.concatenate([[0], np.cumsum(np.linalg.norm(np.diff(pts[:, :3], axis=0), axis=1))])
-        pts[:, 3] *= 1.0 + 0.13 * np.sin(2 * np.pi * s / rng.uniform(22, 30))  # haustra
-        self.colon = _Chain(pts[:, [2, 1, 0]], pts[:, 3])
-        self.tubes.append(_Tube(self.colon, co["wall"], co["content"], rng.uniform(0.15, 0.6)))
 
         pancreas = np.array(lay["pancreas"]["points"], dtype=float)
         pancreas[:, :3] += rng.normal(0, 2.5, (len(pancreas), 3))
@@ -296,6 +278,9 @@ class _Anatomy:
         self.liver_scale = 1.0
         self.liver_anchor = _P(*lay["anchor"])
         self.liver_disp = rng.uniform(3.0, 6.0)
+        self.liver_shape = _sample_shape(rng, self.liver_parts)
+        if self.liver_shape.resection == "right_hemihepatectomy":
+            self.gallbladder = None  # removed with the right liver
 
     @staticmethod
     def spine_y(z) -> np.ndarray:
@@ -322,19 +307,16 @@ class _Anatomy:
         for lobe in lobes[1:]:
             d = _smin(d, lobe.sdf_on(z, y, x, 25.0), 18.0)
         d += self.liver_disp * fields["shape"](z, y, x)
-        d = np.maximum(d, self.body.cavity_sdf(z, y, x) + 1.0)
+        fluid = self.liver_shape.ascites  # ascites lifts the liver off the wall and the diaphragm
+        d = np.maximum(d, self.body.cavity_sdf(z, y, x) + 1.0 + fluid)
         zz = np.asarray(z, np.float32)[:, None, None]
-        d = np.maximum(d, zz - (self.diaphragm.z(y, x)[None] - 5.0))
-        # fissure of the ligamentum teres: a thin fat cleft between the lobes, from the front
-        fis_x = self.liver_anchor[2] + self.liver_scale * (8.0 - self.liver_anchor[2])
-        X = np.asarray(x, np.float32)[None, None, :]
-        Y = np.asarray(y, np.float32)[None, :, None]
-        fis = np.maximum(np.abs(X - fis_x) - 2.5, Y + 30.0)
-        fis = np.maximum(fis, np.abs(zz + 75.0) - 30.0)
-        d = np.maximum(d, -fis)
+        d = np.maximum(d, zz - (self.diaphragm.z(y, x)[None] - 5.0 - 0.6 * fluid))
+        d = _shape_sdf(self.liver_shape, d, z, y, x, self.liver_anchor, self.liver_scale)
         carves = [(self.ivc, 1.0), (self.portal, 2.0), (self.stomach, 3.0), (self.duodenum, 2.0),
                   (self.colon, 3.0), (self.kidneys[0][1], 3.0), (self.kidneys[1][1], 3.0), (self.spleen, 3.0),
-                  (self.pancreas, 3.0), (self.aorta, 4.0), (self.esophagus, 2.0), (self.heart, 4.0)]
+                  (self.pancreas, 3.0), (self.aorta, 4.0), (self.esophagus, 2.0), (self.heart, 4.0),
+                  *((gland, 3.0) for gland in self.adrenals), *((crus, 2.0) for crus in self.crura),
+                  *((mass, 3.0) for mass in self.masses)]
         if self.gallbladder is not None:
             carves.append((self.gallbladder, 1.5))
         for shape, gap in carves:
@@ -346,6 +328,8 @@ class _Anatomy:
             np.maximum(view, gap - other, out=view)
         # the vertebral column
         ys = self.spine_y(z)
+        X = np.asarray(x, np.float32)[None, None, :]
+        Y = np.asarray(y, np.float32)[None, :, None]
         vert = _ellipse2d(Y, X, ys[:, None, None].astype(np.float32), np.float32(0), 20.0, 22.0)
         d = np.maximum(d, 6.0 - vert)
         return d

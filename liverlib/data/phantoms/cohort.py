@@ -28,6 +28,9 @@ from liverlib.data.phantoms.tissues import _GAS_HU, TISSUES
 from liverlib.errors import DataError
 from liverlib.transforms.morphology import voxel_ml
 
+# Bumped whenever the same (seed, case, size) renders differently: names the cached cohorts and tags the files.
+GENERATOR_VERSION = 2
+
 
 @dataclass
 class Phantom:
@@ -48,14 +51,30 @@ class Phantom:
         Orientation the case is stored in by :func:`write_case`.
     meta : dict
         Scanner and anatomy facts: ``seed``, ``size``, ``n_slices`` (the argument),
-        ``phase`` (one of :data:`PHASES`), ``noise_sigma`` (HU, after the PSF),
-        ``psf_mm``, ``padding`` (value outside the circular field, or None),
-        ``fov_mm``, ``rescale_intercept`` (0 or -1024, used when written),
-        ``oral_contrast``, ``origin`` (table height and body offsets, mm),
+        ``phase`` (one of :data:`PHASES`), ``noise_sigma`` (HU, standard deviation
+        of the noise), ``noise_corr_px`` (in-plane correlation of the noise, Gaussian
+        sigma in pixels), ``noise_bandpass`` (share of the noise's lowest frequencies
+        removed), ``psf_mm`` (the image's in-plane blur, Gaussian sigma),
+        ``thickness_mm`` (slice thickness, FWHM of the z profile), ``padding`` (value
+        outside the circular field, or None), ``fov_mm``, ``crop`` (an image cropped
+        around the liver), ``body_cut`` (a field narrower than the body),
+        ``enhancement`` (the case's contrast factor on enhancement, 1 unenhanced),
+        ``steatosis`` (fatty liver), ``streaks`` (number of streak artefacts),
+        ``cupping_hu`` and ``dark_band_hu`` (beam hardening, 0: none), ``bias_hu``
+        (peak of the smooth additive bias field, 0: none), ``rescale_intercept``
+        (0 or -1024, used when written), ``oral_contrast``, ``origin`` (table height
+        and body offsets, mm),
         ``liver_ml`` (labels 1 + 2), ``n_lesions``, ``lesions`` (one dict per
-        lesion: kind "hypo"/"hyper", diameter_mm, delta_hu to the liver,
-        necrosis, rim, centre_voxel in canonical (plane, row, column)) and
-        ``hu`` (the nominal HU drawn for each tissue).
+        lesion: kind "hypo", "hyper", "washout", "cyst" or "calcified", site
+        "deep", "subcapsular" or "cluster", cluster (its group or None),
+        diameter_mm, delta_hu to the liver, necrosis, rim, capsule,
+        calcification (None, "foci" or "coarse"), margin_mm, centre_voxel in
+        canonical (plane, row, column)), ``anatomy`` (liver_shape "normal",
+        "cirrhotic", "large" or "resected", resection, ascites_mm, stomach and
+        duodenum filling, bowel_thickening, gallbladder, masses outside the
+        liver), ``parenchyma`` (the liver's texture, fat, sparing, perfusion and
+        vessel contrast) and ``hu`` (the nominal HU drawn for each tissue, and
+        ``liver_texture``: the HU amplitude of the liver's texture).
     """
 
     case_id: int
@@ -79,8 +98,8 @@ def make_phantom(case_id: int, seed: int = 7, size: int = 256, n_slices: int | N
     size : int
         In-plane pixels (rows = columns = size), at least 64.
     n_slices : int, optional
-        Number of axial planes. By default a slice spacing of 1-5 mm is drawn
-        that gives 40-150 planes over the scanned range.
+        Number of axial planes. By default a slice spacing of 0.7-5 mm is drawn
+        that gives 40-200 planes over the scanned range.
 
     Returns
     -------
@@ -97,7 +116,7 @@ def make_phantom(case_id: int, seed: int = 7, size: int = 256, n_slices: int | N
         np.random.default_rng(s) for s in np.random.SeedSequence([int(seed), int(case_id)]).spawn(4)
     )
     anat, scale, fields, coarse = _sample_patient(rng_anat)
-    scan = _draw_scan(rng_scan, anat, scale, _liver_range(coarse), size, n_slices)
+    scan = _draw_scan(rng_scan, anat, scale, coarse, size, n_slices)
     _add_fields(fields, rng_anat, scan)
     lesions_spec = _sample_lesions(rng_lesion, anat, coarse, scan.dz, scan.phase, scale)
     img, tis, facts, f_z = _render_volume(anat, fields, scan, scale, lesions_spec, size)
@@ -122,16 +141,9 @@ def _sample_patient(rng) -> tuple[_Anatomy, np.ndarray, dict, tuple]:
     scale[1] = scale[2] * rng.uniform(0.92, 1.06)
     lo_f, hi_f = np.array([-420.0, -260.0, -300.0]), np.array([220.0, 260.0, 300.0])
     fields = {"shape": _Field(rng, lo_f, hi_f, 22.0)}
-    target_ml = rng.uniform(1250.0, 1950.0)
+    target_ml = anat.liver_shape.target_ml(rng)  # by the liver's shape: normal, cirrhotic, large, resected
     _, coarse = _fit_liver(anat, fields, scale, target_ml)
     return anat, scale, fields, coarse
-
-
-def _liver_range(coarse) -> tuple[float, float]:
-    """Lowest and highest plane (standard frame) of the coarse grid that holds liver."""
-    cz, _, _, cd = coarse
-    liver_z = cz[np.any(cd < 0, axis=(1, 2))]
-    return float(liver_z.min()), float(liver_z.max())
 
 
 def _add_fields(fields: dict, rng, scan: _Scan) -> None:
@@ -177,15 +189,28 @@ def _meta(scan: _Scan, scale, facts, label, spacing, seed, size, n_slices) -> di
         "n_slices": None if n_slices is None else int(n_slices),
         "phase": scan.phase,
         "noise_sigma": round(scan.noise_sigma, 2),
+        "noise_corr_px": round(scan.noise_corr, 3),
+        "noise_bandpass": round(scan.noise_bandpass, 3),
         "psf_mm": round(scan.psf_mm, 3),
+        "thickness_mm": round(scan.thickness, 3),
         "padding": scan.padding,
         "fov_mm": round(scan.fov, 2),
+        "crop": scan.crop,
+        "body_cut": scan.body_cut,
+        "enhancement": round(scan.enhancement, 3),
+        "steatosis": scan.steatosis,
+        "streaks": len(scan.artefacts["streaks"]),
+        "cupping_hu": round(scan.artefacts["cupping"], 2),
+        "dark_band_hu": round(scan.artefacts["dark_band"], 2),
+        "bias_hu": round(scan.artefacts["bias"], 2),
         "rescale_intercept": scan.intercept,
         "oral_contrast": scan.oral,
         "origin": (scan.table_z, scan.offset_x, scan.offset_y),
         "liver_ml": round(float((label > 0).sum()) * voxel_ml(spacing), 1),
         "n_lesions": len(facts["lesions"]),
         "lesions": facts["lesions"],
+        "anatomy": facts.get("anatomy", {}),
+        "parenchyma": facts.get("parenchyma", {}),
         "hu": {k: round(v, 1) for k, v in scan.hu.items()},
     }
 
@@ -193,7 +218,7 @@ def _meta(scan: _Scan, scale, facts, label, spacing, seed, size, n_slices) -> di
 def _tag(seed: int, case: int, size: int, n_slices: int | None) -> str:
     """What the NIfTI ``descrip`` field records, so that a rerun knows what a file holds."""
     slices = "auto" if n_slices is None else n_slices
-    return f"liverlib phantom v1 seed={seed} case={case} size={size} slices={slices}"
+    return f"liverlib phantom v{GENERATOR_VERSION} seed={seed} case={case} size={size} slices={slices}"
 
 
 def _paths(out_dir: Path, case_id: int) -> tuple[Path, Path]:

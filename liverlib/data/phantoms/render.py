@@ -10,15 +10,23 @@ from __future__ import annotations
 
 import numpy as np
 
-from liverlib.data.phantoms.anatomy import _Anatomy, _Tube
+from liverlib.data.phantoms.anatomy import _Anatomy
+from liverlib.data.phantoms.bowel import _paint_tube, _small_bowel
 from liverlib.data.phantoms.canvas import _Canvas
 from liverlib.data.phantoms.lesions import _paint_lesion
-from liverlib.data.phantoms.shapes import _BIG, _Chain, _ellipse2d, _smoothstep
+from liverlib.data.phantoms.liver_shape import _collection
+from liverlib.data.phantoms.masses import _paint_masses
+from liverlib.data.phantoms.parenchyma import _parenchyma_hu, _vessel_hu
+from liverlib.data.phantoms.retroperitoneum import (
+    _paint_adrenals,
+    _paint_crura,
+    _paint_retroperitoneal,
+)
+from liverlib.data.phantoms.shapes import _BIG, _ellipse2d
 from liverlib.data.phantoms.skeleton import _paint_pelvis, _paint_ribs, _paint_spine
 from liverlib.data.phantoms.tissues import _GAS_HU, TISSUES
 
 _ORGAN_CELL = 3.0  # mm: grid for the SDFs of large organs (see _Canvas.sdf)
-_TUBE_CELL = 2.4  # mm: bowel loops (radius >= 9 mm)
 
 
 def _paint_body(anat: _Anatomy, c: _Canvas, hu) -> None:
@@ -81,7 +89,7 @@ def _paint_body(anat: _Anatomy, c: _Canvas, hu) -> None:
 
 
 def _render(anat: _Anatomy, canvas: _Canvas, fields, hu, phase, lesions_spec) -> dict:
-    """Paint every structure, back to front; returns facts for the meta dict (``{"lesions": [...]}``)."""
+    """Paint every structure, back to front; returns facts for the meta dict (``lesions``, ``anatomy``)."""
     c = canvas
     _paint_wall_bands(anat, c, hu)
     thorax, zdia = _thorax_box(anat, c)
@@ -91,12 +99,17 @@ def _render(anat: _Anatomy, canvas: _Canvas, fields, hu, phase, lesions_spec) ->
     _paint_heart(anat, c, hu)
     if thorax is not None:
         _paint_lungs(anat, c, thorax, fields, hu)
+    _paint_crura(anat, c, hu)
     c.draw(anat.esophagus, hu["bowel_wall"], "bowel_wall")
     _paint_retroperitoneal(anat, c, hu)
-    for tube in _small_bowel(anat, c) + list(anat.tubes):
+    for tube in _small_bowel(anat.rng, float(c.z[0]), anat.gut_facts["bowel_thickening"]) + list(anat.tubes):
         _paint_tube(c, tube, fields, hu)
     _paint_organs(anat, c, fields, hu, phase)
-    facts = {"lesions": _paint_liver(anat, c, fields, hu, lesions_spec)}
+    _paint_adrenals(anat, c, hu)
+    _paint_masses(anat, c, fields, hu)
+    _paint_perihepatic(anat, c, fields, hu)
+    facts = {"lesions": _paint_liver(anat, c, fields, hu, lesions_spec), "anatomy": anat.facts(),
+             "parenchyma": lesions_spec["parenchyma"]["facts"]}
     _paint_vessels(anat, c, hu)
     _paint_spine(anat, c, hu, fields["fine"])
     _paint_ribs(anat, c, hu)
@@ -189,83 +202,6 @@ def _paint_lungs(anat: _Anatomy, c: _Canvas, thorax, fields, hu) -> None:
     c.paint(thorax, np.maximum(vessel, d + 3.0), hu["blood"], "vein")
 
 
-def _retroperitoneal_sdf(anat: _Anatomy, z, y, x):
-    """Psoas (growing downwards) and quadratus lumborum muscles, both sides."""
-    ys = anat.spine_y(z).astype(np.float32)[:, None, None]
-    r_ps = (4.0 + 21.0 * _smoothstep((-88.0 - z) / 140.0)).astype(np.float32)[:, None, None]
-    Yb, Xb = y[None, :, None].astype(np.float32), x[None, None, :].astype(np.float32)
-    zb = z[:, None, None].astype(np.float32)
-    d = np.full((len(z), len(y), len(x)), _BIG, np.float32)
-    for side in (-1, 1):
-        psoas = _ellipse2d(Yb, Xb, ys + 2.0 - 0.25 * r_ps, side * (22.0 + 0.9 * r_ps), r_ps * 0.85, r_ps)
-        quadratus = _ellipse2d(Yb, Xb, ys + 24.0, side * 62.0, 9.0, 17.0)
-        d = np.minimum(d, np.maximum(psoas, zb + 85.0))
-        d = np.minimum(d, np.maximum(quadratus, np.maximum(zb + 95.0, -zb - 215.0)))
-    return d
-
-
-def _paint_retroperitoneal(anat: _Anatomy, c: _Canvas, hu) -> None:
-    """Psoas and quadratus lumborum muscles, below z = -80 mm."""
-    sbox = c.box(np.array([-1e9, -40.0, -130.0]), np.array([-80.0, 120.0, 130.0]))
-    if sbox is not None:
-        c.paint(sbox, c.sdf(lambda z, y, x: _retroperitoneal_sdf(anat, z, y, x), sbox), hu["muscle"], "muscle")
-
-
-def _small_bowel(anat: _Anatomy, c: _Canvas) -> list[_Tube]:
-    """Small bowel loops filling the lower abdomen (random walks), under the stomach and colon.
-
-    Draws one seed from ``anat.rng`` whatever the scanned range, then the walks from their own generator.
-    """
-    rng_b = np.random.default_rng(anat.rng.integers(2**32))
-    tubes = []
-    zlo = float(c.z[0])
-    if zlo < -130.0:
-        n_chains = int(np.clip((-130.0 - zlo) / 14.0, 2, 12))
-        for _ in range(n_chains):
-            pos = np.array([rng_b.uniform(max(zlo, -300), -135), rng_b.uniform(-70, 5), rng_b.uniform(-60, 75)])
-            direc = rng_b.normal(0, 1, 3)
-            pts = [pos.copy()]
-            for _ in range(rng_b.integers(18, 34)):
-                direc = direc / np.linalg.norm(direc) + rng_b.normal(0, 0.55, 3)
-                direc /= np.linalg.norm(direc)
-                pos = pos + 8.0 * direc
-                lo, hi = np.array([-320.0, -78.0, -78.0]), np.array([-120.0 - 30.0 * (pos[2] < 0), 14.0, 85.0])
-                bounce = (pos < lo) | (pos > hi)
-                direc[bounce] *= -1
-                pos = np.clip(pos, lo, hi)
-                pts.append(pos.copy())
-            r = rng_b.uniform(9.5, 13.0)
-            tubes.append(_Tube(_Chain(np.array(pts), np.full(len(pts), r)), 2.0, "fluid",
-                               rng_b.uniform(0, 0.45) if rng_b.random() < 0.35 else 0.0))
-    return tubes
-
-
-def _paint_tube(c: _Canvas, tube: _Tube, fields, hu) -> None:
-    """A bowel segment: wall, content (fluid, food or stool with gas bubbles) and a gas-fluid level."""
-    box = c.box(tube.chain.lo - c.w - 1, tube.chain.hi + c.w + 1)
-    if box is None:
-        return
-    tex, fine = fields["texture"], fields["fine"]
-    z, y, x = c.sub(box)
-    d, axis_y, radius = c.sdf(lambda z, y, x: tube.chain.sdf_full(z, y, x, 4.0), box, _TUBE_CELL)
-    c.paint(box, d, hu["bowel_wall"], "bowel_wall")
-    lumen = d + tube.wall
-    if tube.content == "stool":
-        f, t = c.sdf(lambda z, y, x: (fine(z, y, x), tex(z, y, x)), box)
-        bubbles = np.clip((f - 0.6) / 0.5, 0.0, 1.0)
-        content = hu["stool"] + 25.0 * t
-        content = content + bubbles * (_GAS_HU - content)
-    elif tube.content == "food":
-        content = hu["bowel_fluid"] + 12.0 + 15.0 * c.sdf(tex, box)
-    else:
-        content = np.float32(hu["bowel_fluid"])
-    c.paint(box, lumen, content, "bowel_content")
-    if tube.gas > 0:
-        level = axis_y - radius + 2.0 * radius * tube.gas
-        gas = np.maximum(lumen, y[None, :, None] - level)
-        c.paint(box, gas, _GAS_HU, "gas")
-
-
 def _kidney_sdf(anat: _Anatomy, kid, sinus, fields, z, y, x):
     """A kidney with its sinus cut out; also the sinus SDF and the texture placing the pyramids."""
     d = kid.sdf(z, y, x) + 1.5 * fields["shape"](z, y, x)
@@ -293,7 +229,7 @@ def _paint_organs(anat: _Anatomy, c: _Canvas, fields, hu, phase) -> None:
         box = c.box(kid.lo - w - 2, kid.hi + w + 2)
         if box is None:
             continue
-        d, ds, f = c.sdf(lambda z, y, x: _kidney_sdf(anat, kid, sinus, fields, z, y, x), box, _ORGAN_CELL)
+        d, ds, f = c.sdf(lambda z, y, x, kid=kid, sinus=sinus: _kidney_sdf(anat, kid, sinus, fields, z, y, x), box, _ORGAN_CELL)
         # medulla: the pyramids lie inside a ~6 mm cortex
         pyramids = np.clip((-d - 5.0) / 3.0, 0, 1) * np.clip(0.5 + f, 0, 1)
         val = hu["kidney"] - medulla_gap * pyramids
@@ -311,23 +247,53 @@ def _paint_organs(anat: _Anatomy, c: _Canvas, fields, hu, phase) -> None:
             c.paint(gb[0], gb[1] + 2.0, hu["bile"], "gallbladder")
 
 
+def _paint_perihepatic(anat: _Anatomy, c: _Canvas, fields, hu) -> None:
+    """Fluid against the liver (tissue "fluid"): ascites over the fat around it, a collection on a resection's cut."""
+    shape = anat.liver_shape
+    if shape.ascites > 0:
+        lo, hi = anat.liver_box(margin=shape.ascites + 4.0)
+        box = c.box(lo, hi)
+        if box is not None:
+            def sdf(z, y, x):
+                d = anat.liver_sdf(z, y, x, fields) - shape.ascites
+                d = np.maximum(d, anat.body.cavity_sdf(z, y, x) + 1.5)
+                return np.maximum(d, z[:, None, None] - (anat.diaphragm.z(y, x)[None] - 6.0))
+
+            d = c.sdf(sdf, box, _ORGAN_CELL)
+            d[c.tis[box] != TISSUES["fat"]] = _BIG  # it fills the fat spaces, around the organs
+            c.paint(box, d, hu["cyst"], "fluid")
+    collection = _collection(shape, anat.liver_anchor, anat.liver_scale)
+    if collection is not None:
+        c.draw(collection, hu["cyst"], "fluid")
+
+
 def _paint_liver(anat: _Anatomy, c: _Canvas, fields, hu, lesions_spec) -> list[dict]:
-    """Liver parenchyma, intrahepatic vessels and lesions; returns the lesions' descriptions."""
-    tex = fields["texture"]
+    """Liver parenchyma, intrahepatic vessels and lesions; returns the lesions' descriptions.
+
+    ``lesions_spec`` is :func:`~liverlib.data.phantoms.lesions._sample_lesions`' dict: the parenchyma
+    (texture, fat, perfusion, periportal halo, vessel contrast: all liver, label 1) and the lesions.
+    """
+    par = lesions_spec["parenchyma"]
     lo, hi = anat.liver_box()
     lbox = c.box(lo, hi)
     lesions = []
     if lbox is not None:
-        d_liver, t = c.sdf(lambda z, y, x: (anat.liver_sdf(z, y, x, fields), tex(z, y, x)), lbox, _ORGAN_CELL)
+        d_liver, liver = c.sdf(
+            lambda z, y, x: (anat.liver_sdf(z, y, x, fields), _parenchyma_hu(par, fields, hu, z, y, x)),
+            lbox, _ORGAN_CELL,
+        )
         portal, hepatic = c.sdf(
             lambda z, y, x: (anat.portal_tree.sdf(z, y, x, 4.0), anat.hepatic_tree.sdf(z, y, x, 4.0)), lbox
         )
-        c.paint(lbox, d_liver, hu["liver"] + 3.5 * t, "liver")
+        c.paint(lbox, d_liver, liver, "liver")
+        if par["halo_hu"]:  # a low-attenuation cuff around the portal branches, still liver
+            c.paint(lbox, np.maximum(portal - par["halo_mm"], d_liver + 1.5), liver - par["halo_hu"], "liver")
+        del liver
         # intrahepatic vessels, kept 1.5 mm inside the capsule
-        for d, value in ((portal, hu["portal_vein"]), (hepatic, hu["hepatic_vein"])):
+        for d, value in zip((portal, hepatic), _vessel_hu(par, hu)):
             c.paint(lbox, np.maximum(d, d_liver + 1.5), value, "liver_vessel")
-        del t, portal, hepatic
-        for les in lesions_spec:
+        del portal, hepatic
+        for les in lesions_spec["lesions"]:
             lesions.append(_paint_lesion(c, lbox, d_liver, les, hu, fields))
     return lesions
 

@@ -103,3 +103,15 @@ def test_lesion_stage_overrides_only_the_lesion_network():
     with pytest.raises(ValueError, match="stage"):
         config.stage_config(cfg, "kidney")
 
+
+
+def test_runs_record_the_phantom_generator_and_refuse_another():
+    from liverlib.data.phantoms import GENERATOR_VERSION
+    from liverlib.data.sources import dataset_cases
+
+    cfg = config.resolve("default")
+    assert cfg["data"]["phantom_version"] == GENERATOR_VERSION
+    old = config.resolve("default")
+    del old["data"]["phantom_version"]  # a run made before the key: generator v1
+    with pytest.raises(ValueError, match=f"generator v1, and this liverlib makes v{GENERATOR_VERSION}: start a new run"):
+        dataset_cases(old)

@@ -19,6 +19,10 @@ def dataset_cases(cfg: dict, workers: int | None = None) -> list[CaseFiles]:
     data = cfg["data"]
     if data["dir"]:
         return discover(data["dir"])
+    version = data.get("phantom_version", 1)  # runs made before the key used generator v1
+    if version != GENERATOR_VERSION:
+        raise ValueError(f"this run's phantoms come from generator v{version}, and this liverlib "
+                         f"makes v{GENERATOR_VERSION}: start a new run folder, or use the liverlib that made the run")
     spec = {"cases": data["phantom_cases"], "seed": data["phantom_seed"], "size": data["phantom_size"]}
     folder = cache_folder().phantom_cohort(**spec, version=GENERATOR_VERSION)
     marker = folder / "cohort.json"

@@ -79,9 +79,9 @@ def publish(run_dir: str | Path, dest: str | Path) -> Path:
         *(f"- `{p.name}`" for p in figures),
         "",
     ]
-    dice = run.tables / "dice_10fold.md"
-    if dice.is_file():
-        lines += ["## The 10-fold Dice table", "", dice.read_text(), ""]
+    for title, name in (("The 10-fold Dice table", "dice_10fold.md"), ("Real CT the networks never saw", "real_ct.md")):
+        if (run.tables / name).is_file():
+            lines += [f"## {title}", "", (run.tables / name).read_text(), ""]
     return write_text(dest / "README.md", "\n".join(lines))
 
 

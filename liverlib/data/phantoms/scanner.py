@@ -329,18 +329,23 @@ def _add_artefacts(img: np.ndarray, tis: np.ndarray, scan: _Scan) -> None:
             img[i] += amp[i] * streak[band[i]]
 
 
+def _centroid(mask: np.ndarray, Y, X) -> tuple[float, float]:
+    """Centre (y, x) in mm of a plane's ``mask``; ``Y`` and ``X`` are its row and column coordinates."""
+    return float(Y[:, 0] @ mask.sum(axis=1)) / mask.sum(), float(X[0] @ mask.sum(axis=0)) / mask.sum()
+
+
 def _streak_pattern(art: dict, dense: np.ndarray, tis: np.ndarray, Y, X) -> np.ndarray:
     """Streaks through the plane's dense structures and a dark band between two of them (HU, 2-D)."""
     out = np.zeros(dense.shape, np.float32)
     bone = tis == TISSUES["cortical_bone"]
     if bone.sum() < 4:
         return out
-    ay, ax = float(Y[:, 0] @ bone.sum(axis=1)) / bone.sum(), float(X[0] @ bone.sum(axis=0)) / bone.sum()
+    ay, ax = _centroid(bone, Y, X)
     oral = dense & ~bone
     for s in art["streaks"]:
         cy, cx = (ay, ax)
         if s["source"] == "oral" and oral.sum() >= 4:
-            cy, cx = float(Y[:, 0] @ oral.sum(axis=1)) / oral.sum(), float(X[0] @ oral.sum(axis=0)) / oral.sum()
+            cy, cx = _centroid(oral, Y, X)
         cos, sin = np.float32(np.cos(s["angle"])), np.float32(np.sin(s["angle"]))
         u = ((Y - cy) * cos - (X - cx) * sin - s["shift"]) / s["width"]
         along = np.abs((Y - cy) * sin + (X - cx) * cos)
@@ -349,7 +354,7 @@ def _streak_pattern(art: dict, dense: np.ndarray, tis: np.ndarray, Y, X) -> np.n
     if art["dark_band"]:
         far = dense & (art["band_side"] * (X - ax) > 50.0)
         if far.sum() >= 4:
-            by, bx = float(Y[:, 0] @ far.sum(axis=1)) / far.sum(), float(X[0] @ far.sum(axis=0)) / far.sum()
+            by, bx = _centroid(far, Y, X)
             # along the line through both, fading out beyond them
             length = max(float(np.hypot(by - ay, bx - ax)), 1.0)
             ey, ex = (by - ay) / length, (bx - ax) / length

@@ -20,11 +20,13 @@ import json
 import os
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from liverlib import config as config_module
 from liverlib.atomic import atomic_path, write_json
 from liverlib.errors import LiverlibError
+from liverlib.progress import ProgressTicker
 from liverlib.runfolder import RunFolder
 
 NOTEBOOKS = (
@@ -90,8 +92,12 @@ def _status(run: RunFolder) -> dict:
 
 
 def run(profile: str = "default", out: str | Path | None = None, overrides: list[str] | None = None,
-        notebooks: tuple[str, ...] = NOTEBOOKS) -> int:
+        notebooks: tuple[str, ...] = NOTEBOOKS, progress_interval: float = 120.0) -> int:
     """Execute ``notebooks`` in order into the run folder; resume a previous run.
+
+    While a notebook runs, a line with its finished folds or cases and the
+    estimated time left (:mod:`liverlib.progress`) is printed when it starts
+    and every ``progress_interval`` seconds.
 
     Returns
     -------
@@ -118,17 +124,19 @@ def run(profile: str = "default", out: str | Path | None = None, overrides: list
     source_dir = notebooks_dir()
     status = _status(run_folder)
     started = time.perf_counter()
+    todo = [name for name in notebooks if not status.get(name, {}).get("complete")]
+    ticker = ProgressTicker(run_folder.root, cfg, todo, interval=progress_interval)
     for name in notebooks:
-        if status.get(name, {}).get("complete"):
+        if name not in todo:
             print(f"[{name}] complete, skipped", flush=True)
             continue
         source = source_dir / f"{name}.ipynb"
         declared = set(papermill.inspect_notebook(str(source)))
         params = {k: v for k, v in notebook_parameters(cfg, run_folder.root).items() if k in declared}
         target = run_folder.notebooks / f"{name}.ipynb"
-        print(f"[{name}] running ...", flush=True)
+        ticker.start(name)  # "[name] ... about N min left", then every progress_interval seconds
         t0 = time.perf_counter()
-        with atomic_path(target) as tmp:
+        with atomic_path(target) as tmp, _stopping(ticker):
             try:
                 papermill.execute_notebook(
                     str(source), str(tmp), parameters=params, kernel_name=KERNEL_NAME,
@@ -144,12 +152,22 @@ def run(profile: str = "default", out: str | Path | None = None, overrides: list
                     f"{exc.ename}: {first_line} (executed notebook with the traceback: {failed})"
                 ) from None
         seconds = time.perf_counter() - t0
+        ticker.finish(name, seconds)
         status[name] = {"complete": True, "seconds": round(seconds, 1)}
         write_json(run_folder.status, status)
         print(f"[{name}] done in {seconds:.0f} s", flush=True)
     total = sum(v["seconds"] for v in status.values())
     print(f"run complete: {run_folder.root} ({time.perf_counter() - started:.0f} s now, {total:.0f} s in all notebooks)", flush=True)
     return 0
+
+
+@contextmanager
+def _stopping(ticker: ProgressTicker):
+    """Stop the ticker's thread however the notebook ends."""
+    try:
+        yield
+    finally:
+        ticker.stop()
 
 
 def _diff(a: dict, b: dict, prefix: str = "") -> set[str]:

@@ -8,23 +8,27 @@ import keras
 import pytest
 
 from liverlib import bench
+from liverlib.bench.environment import ISA_FLAGS
 from liverlib.cli import main
 
 KEYS = {
     "train_slices_per_s_mixed": float,
     "train_slices_per_s_max": float,
     "pipeline_ratio": float,
+    "epoch_ratio": float,
     "train_gflops_per_s": float,
     "peak_gflops_per_s": float,
     "predict_s_per_volume": float,
     "predict_breakdown_s": dict,
     "predict_s_per_volume_bfloat16": float,
     "predict_breakdown_s_bfloat16": dict,
+    "crf_s_per_volume": float,
     "preprocess_slices_per_s": float,
     "nifti_read_slices_per_s": float,
     "peak_rss_mb_small": float,
     "peak_rss_mb_large": float,
     "device": str,
+    "cpu": dict,
     "backend": str,
     "versions": dict,
     "targets": dict,
@@ -54,6 +58,10 @@ def test_every_key_with_a_sane_value(quick_result):
         if KEYS[key] is float:
             assert quick_result[key] > 0, key
     assert quick_result["backend"] == keras.backend.backend()
+    cpu = quick_result["cpu"]
+    assert cpu["model"] and cpu["model"] in quick_result["device"] and cpu["cores"] >= 1
+    assert set(cpu["isa"]) <= set(ISA_FLAGS)
+    assert quick_result["crf_s_per_volume"] == quick_result["predict_breakdown_s"]["crf"]
     versions = quick_result["versions"]
     for name in ("python", "numpy", "keras", keras.backend.backend(), "nibabel", "pydensecrf"):
         assert isinstance(versions[name], str) and versions[name], name
@@ -91,6 +99,10 @@ def test_targets_match_the_values(quick_result):
     per_round = [a / b for a, b in zip(d["training"]["slices_per_s_mixed"], d["training"]["slices_per_s_max"])]
     assert targets["mixed_vs_max"]["value"] == pytest.approx(sorted(per_round)[0] / 2 + sorted(per_round)[1] / 2, rel=1e-2)
     assert targets["pipeline_ratio"]["value"] == pytest.approx(r["pipeline_ratio"], rel=1e-3)
+    epochs = d["pipeline"]
+    per_round = [s / e for s, e in zip(epochs["epoch_s_steps"], epochs["epoch_s_epoch"])]
+    assert targets["epoch_ratio"]["value"] == pytest.approx(sorted(per_round)[len(per_round) // 2], rel=1e-2)
+    assert targets["crf_s_per_volume"]["pass"] == (r["crf_s_per_volume"] <= 5)
     assert targets["preprocess_vs_nifti_read"]["value"] == pytest.approx(
         d["preprocess"]["read_s"][0] / d["preprocess"]["build_s"][0], rel=1e-2
     )
@@ -120,6 +132,8 @@ def test_evaluate_targets_rules():
         "peak_rss_mb_small": 100.0, "peak_rss_mb_large": 121.0,              # fail
         "predict_s_per_volume": 30.0,                                         # pass
         "predict_s_per_volume_bfloat16": 30.5,                                # fail
+        "epoch_ratio": 0.95,                                                  # pass
+        "crf_s_per_volume": 5.1,                                              # fail
     }  # fmt: skip
     passed = {name: t["pass"] for name, t in bench.evaluate_targets(values).items()}
     assert passed == {
@@ -130,6 +144,8 @@ def test_evaluate_targets_rules():
         "rss_large_vs_small": False,
         "predict_s_per_volume": True,
         "predict_s_per_volume_bfloat16": False,
+        "epoch_ratio": True,
+        "crf_s_per_volume": False,
     }
     assert bench.evaluate_targets({})["pipeline_ratio"] == {"value": None, "target": ">= 0.9", "pass": None}
     # A paired ratio wins over the ratio of the medians.

@@ -250,3 +250,18 @@ def test_slice_dataset_trains_a_keras_model(cohort, tmp_path):
     history = model.fit(data, epochs=2, shuffle=False, verbose=0)
     assert len(history.history["loss"]) == 2 and np.isfinite(history.history["loss"]).all()
     assert data.epoch >= 2  # every epoch moved on to a new order and augmentation
+
+
+def test_max_slices_keeps_a_fixed_evenly_spaced_validation_set():
+    from liverlib.data.dataset import SliceDataset
+
+    x = np.arange(10, dtype=np.uint8)[:, None, None] * np.ones((1, 4, 4), np.uint8)
+    y = np.zeros_like(x)
+    small = SliceDataset((x, y), batch_size=2, shuffle=False, max_slices=4, levels=10)
+    assert len(small) == 2
+    batches = [small[i][0][:, 0, 0, 0] * 9 for i in range(2)]
+    np.testing.assert_allclose(np.concatenate(batches), [0, 3, 6, 9])  # slices 0, 3, 6 and 9: first and last kept
+    assert len(SliceDataset((x, y), batch_size=2, shuffle=False, max_slices=0)) == 5  # 0 keeps all
+    assert len(SliceDataset((x, y), batch_size=2, shuffle=False, max_slices=50)) == 5
+    with pytest.raises(ValueError, match="max_slices"):
+        SliceDataset((x, y), max_slices=-1)

@@ -221,6 +221,32 @@ def test_large_boxes_are_downsampled_in_plane():
         crf_refine(image, prob, SPACING, roi=(slice(None),) * 3, max_voxels=SHAPE[0] - 1)
 
 
+def test_grid_mm_runs_the_crf_on_a_coarser_in_plane_grid(monkeypatch):
+    # 0.5 mm in-plane: grid_mm=2 block-averages 4 x 4 voxels (2 mm), 16 times fewer voxels.
+    image, prob, mask = noisy_case(seed=8, centre_shift=(0, 3, -2))
+    fine = (2.0, 0.5, 0.5)
+    seen = []
+    original = crf._mean_field
+    monkeypatch.setattr(crf, "_mean_field", lambda image, probs, spacing, *a: seen.append((image.shape, spacing))
+                        or original(image, probs, spacing, *a))  # fmt: skip
+    box = (slice(None),) * 3
+    full = crf_refine(image, prob, fine, roi=box)
+    coarse, q = crf_refine(image, prob, fine, roi=box, grid_mm=2.0, return_prob=True)
+    assert seen == [(SHAPE, fine), ((SHAPE[0], 12, 12), (2.0, 2.0, 2.0))]
+    assert coarse.shape == SHAPE and q.shape == SHAPE
+    assert dice(coarse, full) > 0.9 and dice(coarse, mask) > dice(prob >= 0.5, mask) + 0.1
+    np.testing.assert_array_equal(coarse, q >= 0.5)  # the labels are the interpolated marginal's
+    # A grid finer than the scan changes nothing; a negative one is an error.
+    np.testing.assert_array_equal(crf_refine(image, prob, fine, roi=box, grid_mm=0.9), full)
+    with pytest.raises(ValueError, match="grid_mm"):
+        crf_refine(image, prob, fine, grid_mm=-1.0)
+    # refine_labels passes the liver and the lesion grids to their own CRFs.
+    image, liver_prob, lesion_prob, *_ = lesion_case(seed=4)
+    seen.clear()
+    refine_labels(image, liver_prob, lesion_prob, fine, grid_mm=2.0, lesion_grid_mm=1.0)
+    assert [spacing for _, spacing in seen] == [(2.0, 2.0, 2.0), (2.0, 1.0, 1.0)]
+
+
 @pytest.mark.parametrize(
     "image, prob, spacing, match",
     [

@@ -14,6 +14,7 @@ air (-1000 HU) -> 0.0, liver (100 HU) -> 0.5, lesion (250 HU) -> 0.875.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import keras
@@ -305,6 +306,44 @@ def test_predict_cases_uses_each_folds_own_models_and_resumes(cv_run):
     again = inference.predict_cases(run, cases, progress=False)
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # resumed: nothing predicted twice
     pd.testing.assert_frame_equal(again, timing)
+
+
+def test_label_workers_give_the_same_predictions_as_one_process(cv_run):
+    run, cases = cv_run
+    cfg = load_run(run)
+    folds = json.loads((run / "splits.json").read_text())["folds"]
+    folds[0]["val"] = [2]  # the validation scans' CRFs run in the pool too
+    (run / "splits.json").write_text(json.dumps({"folds": folds}))
+    cfg["predict"]["min_lesion_ml"] = [0.0, 1.0]
+    files = {}
+    for workers in (0, 2):
+        cfg["predict"]["label_workers"] = workers
+        shutil.rmtree(run / "predictions", ignore_errors=True)
+        (run / "models" / "fold-0" / "postprocessing.json").unlink(missing_ok=True)
+        timing = inference.predict_cases(run, cases, cfg=cfg, progress=False)
+        assert sorted(timing["case"]) == [0, 1, 2] and (timing[["network_s", "crf_s", "total_s"]] >= 0).all().all()
+        files[workers] = {p.relative_to(run): data.load_label(p) for p in (run / "predictions").rglob("*.nii.gz")}
+        files[workers]["choice"] = (run / "models" / "fold-0" / "postprocessing.json").read_text()
+    assert files[0].keys() == files[2].keys() and len(files[0]) == 7
+    for key, value in files[0].items():
+        np.testing.assert_array_equal(files[2][key], value)
+
+
+def test_label_workers_keep_order_bound_the_queue_and_raise_errors():
+    from liverlib.inference.workers import LabelWorkers
+
+    seen = []
+    with LabelWorkers(2) as pool:
+        for n in range(5):
+            pool.submit(pow, n, 2, done=seen.append)
+            assert len(pool._pending) <= 2  # never more cases in flight than workers
+    assert seen == [0, 1, 4, 9, 16]  # in submission order, all done on exit
+    with pytest.raises(ZeroDivisionError):
+        with LabelWorkers(1) as pool:
+            pool.submit(divmod, 1, 0)
+            pool.drain()
+    with pytest.raises(ValueError, match="workers must be >= 0"):
+        LabelWorkers(-1)
 
 
 def test_predict_cases_fold_selection_and_resume_of_a_missing_file(cv_run):

@@ -1,4 +1,4 @@
-"""Training benchmarks: step throughput with mixed vs max pooling, FLOP/s vs the matmul peak, the real input pipeline.
+"""Training benchmarks: step throughput with mixed vs max pooling, FLOP/s vs the matmul peak, the input pipeline, a real epoch.
 
 What is timed
 -------------
@@ -170,18 +170,19 @@ def _epoch_timer(seconds: list[float]):
 
 
 def bench_pipeline(cfg: dict, cache, sizes: BenchSizes = FULL, log: Log = stderr_log) -> dict[str, Any]:
-    """Slices/s of training from the slice cache vs from in-memory arrays.
+    """Slices/s of training from the slice cache vs from in-memory arrays, and of a real epoch vs bare steps.
 
     The dataset is the one :func:`liverlib.training.folds.train_stage` fits on (stage 1,
     every case of ``cache``, augmentation, prefetch threads); the in-memory
     arrays hold as many un-augmented slices of the cache as one epoch uses.
+    The epoch of ``epoch_ratio`` fits on every case but the last and validates
+    on the last, as a fold does.
 
     Returns
     -------
     dict
-        ``pipeline_ratio`` (median over rounds of the ratio of the two
-        kinds' slices/s within the round) and ``details`` (with the medians
-        of both slices/s).
+        ``pipeline_ratio`` and ``epoch_ratio`` (medians over rounds of the
+        within-round ratios) and ``details`` (with the medians of the slices/s).
     """
     from liverlib.training.folds import _dataset, build_model, set_seed
 
@@ -191,44 +192,65 @@ def bench_pipeline(cfg: dict, cache, sizes: BenchSizes = FULL, log: Log = stderr
     set_seed(cfg["seed"])
     model = build_model(cfg)
     dataset = _dataset(cache, cache.case_ids, "liver", cfg, cfg["seed"], training=True)
+    fit_ids, val_ids = cache.case_ids[:-1], cache.case_ids[-1:]
+    epoch_data = _dataset(cache, fit_ids, "liver", cfg, cfg["seed"], training=True)
+    val_data = _dataset(cache, val_ids, "liver", cfg, cfg["seed"], training=False)
     x, y = cache.load(cache.case_ids, 1)
     take = np.resize(np.arange(len(x)), steps * batch)  # as many slices as one epoch, repeated if needed
     x_mem = x[take].astype(np.float32)[..., None] * np.float32(1.0 / (int(cache.config["levels"]) - 1))
     y_mem = y[take].astype(np.float32)[..., None]
-    seconds: dict[str, list[float]] = {"pipeline": [], "memory": []}
+    x_step, y_step = dataset[0]
+    seconds: dict[str, list[float]] = {"pipeline": [], "memory": [], "epoch": [], "steps": []}
 
     def fit(kind: str, epochs: int, callbacks=()):
         if kind == "pipeline":
             model.fit(dataset, epochs=epochs, verbose=0, shuffle=False, callbacks=list(callbacks))
-        else:
+        elif kind == "epoch":
+            model.fit(epoch_data, validation_data=val_data, epochs=epochs, verbose=0, shuffle=False,
+                      callbacks=list(callbacks))  # fmt: skip
+        elif kind == "memory":
             model.fit(x_mem, y_mem, batch_size=batch, epochs=epochs, verbose=0, shuffle=False,
                       callbacks=list(callbacks))  # fmt: skip
+        else:  # bare steps on one prepared batch
+            start = time.perf_counter()
+            for _ in range(steps):
+                model.train_on_batch(x_step, y_step)
+            seconds["steps"].append(time.perf_counter() - start)
 
-    fit("memory", 1)  # warm-up: builds the train function
-    fit("pipeline", 1)
+    for kind in ("memory", "pipeline", "epoch", "steps"):  # warm-up: builds the train and test functions
+        fit(kind, 1)
+    seconds["steps"].clear()
     for r in range(sizes.pipeline_rounds):
-        order = ("pipeline", "memory") if r % 2 == 0 else ("memory", "pipeline")
+        order = ("pipeline", "memory", "epoch", "steps") if r % 2 == 0 else ("steps", "epoch", "memory", "pipeline")
         for kind in order:
-            fit(kind, 1, [_epoch_timer(seconds[kind])])
+            fit(kind, 1, [] if kind == "steps" else [_epoch_timer(seconds[kind])])
         log(f"pipeline round {r + 1}/{sizes.pipeline_rounds}: cache+augmentation "
             f"{steps * batch / seconds['pipeline'][-1]:.1f}, in memory "
-            f"{steps * batch / seconds['memory'][-1]:.1f} slices/s")
+            f"{steps * batch / seconds['memory'][-1]:.1f}, real epoch {steps * batch / seconds['epoch'][-1]:.1f}, "
+            f"bare steps {steps * batch / seconds['steps'][-1]:.1f} slices/s")
     per_epoch = steps * batch
-    pipeline = per_epoch / median(seconds["pipeline"])
-    memory = per_epoch / median(seconds["memory"])
-    # Each round's two fit calls ran back to back: the ratio of their epoch times cancels slow drifts in load.
+    rate = {kind: per_epoch / median(values) for kind, values in seconds.items()}
+    # Each round's fit calls ran back to back: the ratio of their epoch times cancels slow drifts in load.
     rounds = [m / p for m, p in zip(seconds["memory"], seconds["pipeline"])]
+    epoch_rounds = [s / e for s, e in zip(seconds["steps"], seconds["epoch"])]
     return {
         "pipeline_ratio": median(rounds),
+        "epoch_ratio": median(epoch_rounds),
         "details": {
-            "slices_per_s_pipeline": pipeline,
-            "slices_per_s_memory": memory,
+            "slices_per_s_pipeline": rate["pipeline"],
+            "slices_per_s_memory": rate["memory"],
+            "slices_per_s_epoch": rate["epoch"],
+            "slices_per_s_steps": rate["steps"],
             "ratio_per_round": rounds,
+            "epoch_ratio_per_round": epoch_rounds,
             "steps_per_epoch": steps,
             "batch_size": batch,
             "cache_slices": int(len(x)),
+            "validation_slices": int(len(val_data.x)),
             "prefetch_workers": int(dataset.workers),
             "epoch_s_pipeline": seconds["pipeline"],
             "epoch_s_memory": seconds["memory"],
+            "epoch_s_epoch": seconds["epoch"],
+            "epoch_s_steps": seconds["steps"],
         },
     }

@@ -78,6 +78,9 @@ class SliceDataset(keras.utils.PyDataset):
     levels : int, optional
         Number of gray levels, to scale ``x`` to [0, 1] as ``x / (levels - 1)``;
         default from the cache's config (256 for arrays).
+    max_slices : int
+        Keep at most this many slices, evenly spaced over the selected cases in
+        cache order (a fixed, small validation set); 0 keeps all.
     workers, use_multiprocessing, max_queue_size
         Prefetching by Keras (``PyDataset``). Threads (``use_multiprocessing=False``)
         are enough: an augmented batch of 32 takes about 13 ms of one core
@@ -96,6 +99,7 @@ class SliceDataset(keras.utils.PyDataset):
         steps_per_epoch: int = 0,
         foreground_fraction: float = 0.0,
         levels: int | None = None,
+        max_slices: int = 0,
         workers: int = 1,
         use_multiprocessing: bool = False,
         max_queue_size: int = 10,
@@ -111,6 +115,11 @@ class SliceDataset(keras.utils.PyDataset):
             raise ValueError(f"x {x.shape} and y {y.shape} must be the same (n, rows, columns) shape")
         if len(x) == 0:
             raise ValueError("no slices to train on: the selected cases have none for this stage")
+        if int(max_slices) < 0:
+            raise ValueError(f"max_slices must be >= 0 (0 keeps all), got {max_slices!r}")
+        if 0 < int(max_slices) < len(x):
+            keep = np.unique(np.linspace(0, len(x) - 1, int(max_slices)).round().astype(np.intp))
+            x, y = x[keep], y[keep]
         if int(batch_size) < 1 or int(steps_per_epoch) < 0:
             raise ValueError(f"batch_size must be >= 1 and steps_per_epoch >= 0, got {batch_size!r}, {steps_per_epoch!r}")
         if not 0.0 <= float(foreground_fraction) <= 1.0:

@@ -32,6 +32,7 @@ import pydensecrf.densecrf as dcrf
 from pydensecrf.utils import unary_from_softmax
 
 from liverlib.config import defaults
+from liverlib.inference.crf_grid import block_mean, downsample_factor, grid_factor, upsample
 from liverlib.transforms.morphology import bounding_box
 
 #: Christ et al. 2016's liver CRF (their public code, mbickel/DenseInferenceWrapper) in mm and HU; for comparison.
@@ -211,62 +212,6 @@ def _check_roi(roi, shape: tuple[int, ...]) -> Roi:
     return tuple(out)
 
 
-# ----------------------------------------------------------------------------- resampling
-
-
-def _block_mean(array: np.ndarray, factor: int) -> np.ndarray:
-    """Mean over ``factor`` x ``factor`` blocks of the last two axes (edge-padded)."""
-    rows, cols = array.shape[-2:]
-    pad_r, pad_c = (-rows) % factor, (-cols) % factor
-    if pad_r or pad_c:
-        width = [(0, 0)] * (array.ndim - 2) + [(0, pad_r), (0, pad_c)]
-        array = np.pad(array, width, mode="edge")
-    shape = array.shape[:-2] + (array.shape[-2] // factor, factor, array.shape[-1] // factor, factor)
-    return array.reshape(shape).mean(axis=(-3, -1), dtype=np.float32)
-
-
-def _upsample_axis(array: np.ndarray, axis: int, factor: int, size: int) -> np.ndarray:
-    """Linear interpolation along ``axis`` from block centres back to ``size`` voxels."""
-    n = array.shape[axis]
-    # Fine voxel k lies at coarse coordinate (k + 0.5) / factor - 0.5.
-    pos = np.clip((np.arange(size) + 0.5) / factor - 0.5, 0, n - 1)
-    lo = np.floor(pos).astype(np.intp)
-    hi = np.minimum(lo + 1, n - 1)
-    view = [1] * array.ndim
-    view[axis] = size
-    w = (pos - lo).astype(np.float32).reshape(view)
-    return np.take(array, lo, axis=axis) * (1 - w) + np.take(array, hi, axis=axis) * w
-
-
-def _upsample(array: np.ndarray, factor: int, shape: tuple[int, int]) -> np.ndarray:
-    out = _upsample_axis(array, array.ndim - 2, factor, shape[0])
-    return _upsample_axis(out, array.ndim - 1, factor, shape[1])
-
-
-def _downsample_factor(shape: tuple[int, ...], max_voxels: int) -> int:
-    """Smallest in-plane factor that brings a box of ``shape`` to ``max_voxels`` (1 if it fits).
-
-    The slice axis is never downsampled: it is already the coarsest in CT.
-    """
-    size = math.prod(shape)
-    if size <= max_voxels:
-        return 1
-    planes, rows, cols = math.prod(shape[:-2]), shape[-2], shape[-1]
-
-    def coarse_size(f: int) -> int:
-        return planes * math.ceil(rows / f) * math.ceil(cols / f)
-
-    factor = int(math.ceil(math.sqrt(size / max_voxels)))
-    while coarse_size(factor) > max_voxels and factor < max(rows, cols):
-        factor += 1
-    if coarse_size(factor) > max_voxels:
-        raise ValueError(
-            f"CRF region {shape} exceeds max_voxels={max_voxels} even after in-plane downsampling; "
-            "raise max_voxels or give a smaller roi"
-        )
-    return factor
-
-
 # ----------------------------------------------------------------------------- inference
 
 
@@ -313,33 +258,38 @@ def _auto_roi(prob, labels, multiclass: bool, spacing, roi_threshold: float, roi
     return bounding_box((score >= roi_threshold) | (labels > 0), roi_margin_mm, spacing)
 
 
-def _box_inputs(image, prob, box: Roi, multiclass: bool, threshold: float):
-    """The box's float32 image, class probabilities ``(n_labels, ...)`` and unary log-prior (or None)."""
+def _box_inputs(image, prob, box: Roi, multiclass: bool):
+    """The box's float32 image and probabilities: ``(n_labels, ...)`` classes, or the binary foreground."""
     image_box = np.asarray(image[box], dtype=np.float32)
     if not np.isfinite(image_box).all():
         raise ValueError("image holds NaN or infinite values inside the CRF region")
-    if multiclass:
-        return image_box, np.asarray(prob[(slice(None),) + box], dtype=np.float32), None
-    fg = np.asarray(prob[box], dtype=np.float32)
-    probs_box = np.stack([1 - fg, fg])
-    del fg
-    # The prior log(t), log(1 - t) makes the CRF without pairwise terms reproduce prob >= t; neutral at 0.5.
-    log_prior = np.log(np.array([1 - threshold, threshold], dtype=np.float32))
-    return image_box, probs_box, None if threshold == 0.5 else log_prior
+    index = (slice(None),) + box if multiclass else box
+    return image_box, np.asarray(prob[index], dtype=np.float32)
 
 
-def _box_marginals(image, prob, box: Roi, spacing, multiclass: bool, *, threshold, clip, max_voxels, kernels):
-    """CRF marginals ``(n_labels, ...)`` on ``box`` at full resolution, downsampled in-plane if too large."""
-    image_box, probs_box, log_prior = _box_inputs(image, prob, box, multiclass, threshold)
+def _box_marginals(image, prob, box: Roi, spacing, multiclass: bool, *, threshold, clip, max_voxels, grid_mm, kernels):
+    """CRF marginals on ``box``: ``(n_labels, ...)``, or the foreground's alone for binary input.
+
+    The box is block-averaged in-plane to ``grid_mm`` or to fit ``max_voxels``,
+    and the marginals are interpolated back to it. Binary input resamples one
+    channel each way (background is one minus foreground).
+    """
+    image_box, prob_box = _box_inputs(image, prob, box, multiclass)
     box_shape = image_box.shape
-    factor = _downsample_factor(box_shape, max_voxels)
+    factor = max(downsample_factor(box_shape, max_voxels), grid_factor(spacing, grid_mm))
     if factor > 1:
-        image_box = _block_mean(image_box, factor)
-        probs_box = _block_mean(probs_box, factor)
+        image_box = block_mean(image_box, factor)
+        prob_box = block_mean(prob_box, factor)
         spacing = spacing[:-2] + (spacing[-2] * factor, spacing[-1] * factor)
+    log_prior = None
+    if not multiclass:
+        prob_box = np.stack([1 - prob_box, prob_box])
+        # The prior log(t), log(1 - t) makes the CRF without pairwise terms reproduce prob >= t; neutral at 0.5.
+        if threshold != 0.5:
+            log_prior = np.log(np.array([1 - threshold, threshold], dtype=np.float32))
     q = _mean_field(
         image_box,
-        probs_box,
+        prob_box,
         spacing,
         kernels["iterations"],
         kernels["pos_sigma_mm"],
@@ -350,8 +300,10 @@ def _box_marginals(image, prob, box: Roi, spacing, multiclass: bool, *, threshol
         clip,
         log_prior,
     )
-    del image_box, probs_box
-    return _upsample(q, factor, box_shape[-2:]) if factor > 1 else q
+    del image_box, prob_box
+    if not multiclass:
+        q = q[1]
+    return upsample(q, factor, box_shape[-2:]) if factor > 1 else q
 
 
 def _result(labels, prob, multiclass: bool, return_prob: bool, q_box=None, box: Roi | None = None):
@@ -360,10 +312,7 @@ def _result(labels, prob, multiclass: bool, return_prob: bool, q_box=None, box: 
         return labels
     out = prob.astype(np.float32, copy=True)
     if q_box is not None:
-        if multiclass:
-            out[(slice(None),) + box] = q_box
-        else:
-            out[box] = q_box[1]
+        out[(slice(None),) + box if multiclass else box] = q_box
     return labels, out
 
 
@@ -384,6 +333,7 @@ def crf_refine(
     roi_margin_mm: float = ROI_MARGIN_MM,
     clip: float = CLIP,
     max_voxels: int = MAX_VOXELS,
+    grid_mm: float = 0.0,
     return_prob: bool = False,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Refine a probability volume with a 3D fully connected CRF; return the MAP labels.
@@ -428,6 +378,12 @@ def crf_refine(
         Largest box run at full resolution; larger boxes are downsampled
         in-plane (rows and columns) by the smallest integer factor that fits,
         and the marginals are interpolated back linearly.
+    grid_mm : float
+        Coarsest in-plane grid (mm) the CRF may run on: the box is block-averaged
+        in-plane by the largest integer factor whose voxels stay within
+        ``grid_mm`` (a 0.8 mm scan runs at 1.6 mm for ``grid_mm=2``), and the
+        marginals are interpolated back linearly. The cost falls with the
+        square of the factor. 0 (default) keeps the scan's own grid.
     return_prob : bool
         Also return the CRF's marginal probability: foreground for binary input,
         ``(n_classes, ...)`` for multi-class, equal to ``prob`` outside the box.
@@ -464,6 +420,7 @@ def crf_refine(
         )
     )
     roi_margin_mm = _check_settings(roi_margin_mm, threshold, roi_threshold, clip, max_voxels)
+    grid_mm = _check_positive("grid_mm", grid_mm, allow_zero=True)
     _check_probabilities(prob)
 
     labels = (np.argmax(prob, axis=0) if multiclass else prob >= threshold).astype(np.uint8)
@@ -476,10 +433,9 @@ def crf_refine(
     else:
         box = _check_roi(roi, image.shape)
     q = _box_marginals(
-        image, prob, box, spacing, multiclass, threshold=threshold, clip=clip, max_voxels=max_voxels, kernels=kernels
+        image, prob, box, spacing, multiclass, threshold=threshold, clip=clip, max_voxels=max_voxels, grid_mm=grid_mm,
+        kernels=kernels,
     )
-    if multiclass:
-        labels[box] = np.argmax(q, axis=0)
-    else:
-        labels[box] = q[1] >= q[0]
+    # Binary: q is the foreground marginal; the two marginals sum to 1.
+    labels[box] = np.argmax(q, axis=0) if multiclass else q >= 0.5
     return _result(labels, prob, multiclass, return_prob, q, box)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import pandas as pd
 from tqdm.auto import tqdm
@@ -14,11 +15,8 @@ from liverlib.atomic import atomic_path
 from liverlib.data.splits import read_splits, select_folds, test_plan
 from liverlib.inference import postprocess
 from liverlib.inference.models import ModelPair, load_models, run_precision
-from liverlib.inference.predictor import (
-    labels_from_probabilities,
-    predict_probabilities,
-    predict_volume,
-)
+from liverlib.inference.predictor import labels_from_probabilities, predict_probabilities
+from liverlib.inference.workers import LabelWorkers
 from liverlib.runfolder import RunFolder, load_run
 
 
@@ -28,8 +26,25 @@ def prediction_complete(run_dir: str | Path, case_id: int) -> bool:
     return run.prediction(case_id, 0).is_file() and run.prediction(case_id, 1).is_file()
 
 
+def _labels_and_save(image, liver_prob, lesion_prob, spacing, geometry, cfg: dict, paths, min_lesion_ml: float):
+    """A case's labels before and after the CRF, small lesions removed, written to ``paths``; a label worker's job.
+
+    Returns ``(crf_s, seconds)``: the CRF's seconds and this job's.
+    """
+    started = time.perf_counter()
+    before = labels_from_probabilities(image, liver_prob, lesion_prob, spacing, cfg, use_crf=False)
+    t0 = time.perf_counter()
+    after = labels_from_probabilities(image, liver_prob, lesion_prob, spacing, cfg, use_crf=True)
+    crf_s = time.perf_counter() - t0
+    before, after = (postprocess.remove_small_lesions(x, spacing, min_lesion_ml) for x in (before, after))
+    data.save_like(before, geometry, paths[0])
+    data.save_like(after, geometry, paths[1])  # written last: its presence marks the case complete
+    return crf_s, time.perf_counter() - started
+
+
 def predict_case(files: data.CaseFiles, models: Sequence[ModelPair], cfg: dict, run_dir: str | Path, fold: int = -1,
-                 min_lesion_ml: float = 0.0) -> dict:
+                 min_lesion_ml: float = 0.0, pool: LabelWorkers | None = None,
+                 done: Callable[[dict], None] | None = None) -> dict | None:
     """Predict one case before and after the CRF, from one pass of the networks, and save both.
 
     The probabilities are computed once; :func:`labels_from_probabilities`
@@ -39,37 +54,41 @@ def predict_case(files: data.CaseFiles, models: Sequence[ModelPair], cfg: dict, 
     ``liverlib evaluate RUN/predictions/after-crf DATA`` compares them with the
     references directly.
 
+    With a ``pool`` (:class:`~liverlib.inference.workers.LabelWorkers`) the
+    labelling runs there and this returns as soon as the networks are done:
+    ``done(row)`` receives the timing row once the files are written, and the
+    return value is None.
+
     Returns
     -------
-    dict
+    dict or None
         One row of the timing table: ``fold``, ``case``, ``planes``, ``rows``,
         ``columns``, ``network_s`` (both stages), ``crf_s`` (labels with the
-        CRF), ``total_s`` (reading and writing included).
+        CRF), ``total_s`` (reading, networks, labelling and writing; time spent
+        waiting for a label worker is left out).
     """
     started = time.perf_counter()
     image, spacing, geometry = data.load_image(files.image)
     t0 = time.perf_counter()
     liver_prob, lesion_prob = predict_probabilities(image, spacing, models, cfg)
     t1 = time.perf_counter()
-    before = labels_from_probabilities(image, liver_prob, lesion_prob, spacing, cfg, use_crf=False)
-    t2 = time.perf_counter()
-    after = labels_from_probabilities(image, liver_prob, lesion_prob, spacing, cfg, use_crf=True)
-    t3 = time.perf_counter()
-    before, after = (postprocess.remove_small_lesions(x, spacing, min_lesion_ml) for x in (before, after))
     run = RunFolder(Path(run_dir))
-    data.save_like(before, geometry, run.prediction(files.case_id, 0))
-    data.save_like(after, geometry, run.prediction(files.case_id, 1))  # written last: its presence marks the case complete
+    paths = (run.prediction(files.case_id, 0), run.prediction(files.case_id, 1))
     planes, rows, columns = image.shape
-    return {
-        "fold": int(fold),
-        "case": int(files.case_id),
-        "planes": planes,
-        "rows": rows,
-        "columns": columns,
-        "network_s": round(t1 - t0, 3),
-        "crf_s": round(t3 - t2, 3),
-        "total_s": round(time.perf_counter() - started, 3),
-    }
+    row = {"fold": int(fold), "case": int(files.case_id), "planes": planes, "rows": rows, "columns": columns,
+           "network_s": round(t1 - t0, 3)}  # fmt: skip
+
+    def finish(seconds: tuple[float, float]) -> None:
+        row.update(crf_s=round(seconds[0], 3), total_s=round(t1 - started + seconds[1], 3))
+        if done is not None:
+            done(row)
+
+    job = (image, liver_prob, lesion_prob, spacing, geometry, cfg, paths, float(min_lesion_ml))
+    if pool is None:
+        finish(_labels_and_save(*job))
+        return row
+    pool.submit(_labels_and_save, *job, done=finish)
+    return None
 
 
 def read_timing(run_dir: str | Path) -> pd.DataFrame:
@@ -125,27 +144,37 @@ def predict_cases(
     cfg = load_run(run_dir) if cfg is None else cfg
     plan = test_plan(select_folds(read_splits(RunFolder(Path(run_dir)).splits), folds), cases)
     todo = [(fold, files) for fold, test in plan for files in test if not prediction_complete(run_dir, files.case_id)]
-    timing = read_timing(run_dir)
+    timing = [read_timing(run_dir)]
     bar = tqdm(total=len(todo), desc="predict", unit="case", disable=not progress)
-    for fold, test in plan:
-        pending = [files for files in test if not prediction_complete(run_dir, files.case_id)]
-        if not pending:
-            continue
-        models = load_models(run_dir, fold["fold"], run_precision(cfg))
-        min_ml = choose_postprocessing(run_dir, fold, cases, models, cfg)
-        for files in pending:
-            row = predict_case(files, models, cfg, run_dir, fold["fold"], min_ml)
-            timing = pd.concat([timing[timing["case"] != row["case"]], pd.DataFrame([row])], ignore_index=True)
-            _write_timing(run_dir, timing.sort_values(["fold", "case"]))
-            bar.update(1)
-        del models
-        _clear_keras_session()
+
+    def record(row: dict) -> None:  # in this process, in submission order
+        table = timing[0]
+        timing[0] = pd.concat([table[table["case"] != row["case"]], pd.DataFrame([row])], ignore_index=True)
+        _write_timing(run_dir, timing[0].sort_values(["fold", "case"]))
+        bar.update(1)
+
+    with LabelWorkers(label_workers(cfg)) as pool:
+        for fold, test in plan:
+            pending = [files for files in test if not prediction_complete(run_dir, files.case_id)]
+            if not pending:
+                continue
+            models = load_models(run_dir, fold["fold"], run_precision(cfg))
+            min_ml = choose_postprocessing(run_dir, fold, cases, models, cfg, pool)
+            for files in pending:
+                predict_case(files, models, cfg, run_dir, fold["fold"], min_ml, pool=pool, done=record)
+            del models
+            _clear_keras_session()
     bar.close()
     return read_timing(run_dir)
 
 
+def label_workers(cfg: dict) -> int:
+    """The run's number of label worker processes (``predict.label_workers``; 0 for runs made before the key)."""
+    return int(cfg["predict"].get("label_workers", 0))
+
+
 def choose_postprocessing(run_dir: str | Path, fold: dict, cases: Sequence[data.CaseFiles], models: Sequence[ModelPair],
-                          cfg: dict) -> float:
+                          cfg: dict, pool: LabelWorkers | None = None) -> float:
     """A fold's minimum lesion volume (mL), chosen once on its validation scans and recorded.
 
     With a single candidate in ``predict.min_lesion_ml`` that candidate is
@@ -153,7 +182,8 @@ def choose_postprocessing(run_dir: str | Path, fold: dict, cases: Sequence[data.
     segmented (with the CRF, as the final labels are) by the fold's own models
     and :func:`liverlib.inference.postprocess.choose_min_lesion_ml` picks the candidate;
     the choice goes to ``models/fold-K/postprocessing.json`` and is read back on
-    a rerun. The test scans play no part.
+    a rerun. The test scans play no part. With a ``pool`` the validation
+    scans' CRFs run there.
     """
     candidates = [float(c) for c in cfg["predict"].get("min_lesion_ml", [0.0])]
     if len(candidates) == 1:
@@ -164,10 +194,13 @@ def choose_postprocessing(run_dir: str | Path, fold: dict, cases: Sequence[data.
     by_id = {files.case_id: files for files in cases}
     val = [by_id[c] for c in fold.get("val", []) if c in by_id]
     predictions = []
-    for files in val:
-        case = data.load_case(files)
-        labels = predict_volume(case.image, case.spacing, models, cfg)
-        predictions.append((labels, case.label, case.spacing))
+    with LabelWorkers(0) if pool is None else nullcontext(pool) as workers:
+        for files in val:
+            case = data.load_case(files)
+            probs = predict_probabilities(case.image, case.spacing, models, cfg)
+            workers.submit(labels_from_probabilities, case.image, *probs, case.spacing, cfg,
+                           done=lambda labels, case=case: predictions.append((labels, case.label, case.spacing)))
+        workers.drain()
     best, scores = postprocess.choose_min_lesion_ml(predictions, candidates)
     postprocess.write_choice(run_dir, fold["fold"], best, scores, [files.case_id for files in val])
     return best

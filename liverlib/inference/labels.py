@@ -34,6 +34,8 @@ def refine_labels(
     bilateral_weight: float | None = None,
     lesion_pos_sigma_mm: float | None = None,
     lesion_bilateral_sigma_mm: float | None = None,
+    grid_mm: float | None = None,
+    lesion_grid_mm: float | None = None,
     *,
     threshold: float = 0.5,
     roi_margin_mm: float = ROI_MARGIN_MM,
@@ -81,6 +83,9 @@ def refine_labels(
         lesion CRF shares ``iterations``, the weights and ``bilateral_sigma_hu``.
     lesion_pos_sigma_mm, lesion_bilateral_sigma_mm : float, optional
         The lesion CRF's spatial sigmas, in mm.
+    grid_mm, lesion_grid_mm : float, optional
+        Coarsest in-plane grid (mm) of the liver CRF and of the lesion CRF
+        (see :func:`~liverlib.inference.crf.crf_refine`); 0 keeps the scan's grid.
     threshold, roi_margin_mm, max_voxels
         See :func:`~liverlib.inference.crf.crf_refine`.
 
@@ -110,6 +115,8 @@ def refine_labels(
         bilateral_weight=bilateral_weight,
         lesion_pos_sigma_mm=lesion_pos_sigma_mm,
         lesion_bilateral_sigma_mm=lesion_bilateral_sigma_mm,
+        grid_mm=grid_mm,
+        lesion_grid_mm=lesion_grid_mm,
     )
     if not 0 < threshold < 1:
         raise ValueError(f"threshold must lie in (0, 1), got {threshold}")
@@ -127,7 +134,8 @@ def refine_labels(
         max_voxels=max_voxels,
     )
     liver = crf_refine(
-        image, liver_prob, spacing, pos_sigma_mm=p["pos_sigma_mm"], bilateral_sigma_mm=p["bilateral_sigma_mm"], **shared
+        image, liver_prob, spacing, pos_sigma_mm=p["pos_sigma_mm"], bilateral_sigma_mm=p["bilateral_sigma_mm"],
+        grid_mm=p["grid_mm"], **shared
     ).astype(bool)
     # Lesions may lie where the CRF or the network puts liver: the liver CRF's appearance
     # kernel can carve a hypodense lesion's rim out of the liver, and the lesion CRF puts it back.
@@ -135,16 +143,17 @@ def refine_labels(
     box = bounding_box(allowed)
     if box is None:
         return liver.astype(np.uint8)
-    lesion = np.zeros(image.shape, bool)
-    lesion[box] = crf_refine(
+    lesion_box = crf_refine(
         image[box],
         np.ascontiguousarray(lesion_prob[box], np.float32),
         spacing,
         pos_sigma_mm=p["lesion_pos_sigma_mm"],
         bilateral_sigma_mm=p["lesion_bilateral_sigma_mm"],
+        grid_mm=p["lesion_grid_mm"],
         **shared,
     ).astype(bool)
-    labels = lesions_in_liver(allowed, lesion)
+    labels = allowed.astype(np.uint8)  # the box holds all of allowed and every lesion: label components there
+    labels[box] = lesions_in_liver(allowed[box], lesion_box)
     labels[(labels == 1) & ~liver] = 0  # the network's liver only admits lesions; the CRF decides the liver
     return labels
 

@@ -76,7 +76,7 @@ def remaining_seconds(reference: dict[str, float], done: dict[str, float], curre
     Returns
     -------
     float or None
-        None without a reference, or before any work has been timed.
+        None without a reference. Before any work is timed the pace is 1.
 
     Examples
     --------
@@ -89,9 +89,7 @@ def remaining_seconds(reference: dict[str, float], done: dict[str, float], curre
     share = min(max(current_share or 0.0, 0.0), 1.0)
     spent = sum(done.values()) + (current_elapsed if current else 0.0)
     expected = sum(reference.get(n, 0.0) for n in done) + (share * reference.get(current, 0.0) if current else 0.0)
-    if spent <= 0 or expected <= 0:
-        return None
-    pace = spent / expected
+    pace = spent / expected if spent > 0 and expected > 0 else 1.0  # nothing timed yet: the reference's pace
     finished = set(done) | ({current} if current else set())
     left = sum(s for n, s in reference.items() if n not in finished)
     if current:

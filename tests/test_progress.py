@@ -15,8 +15,8 @@ from liverlib.runner import NOTEBOOKS
 
 def test_remaining_time_is_the_reference_scaled_by_this_runs_pace():
     ref = {"a": 10.0, "b": 100.0, "c": 50.0}
-    # Nothing timed yet: no estimate.
-    assert remaining_seconds(ref, {}, "a", 0.0, None) is None
+    # Nothing timed yet: the reference as it is.
+    assert remaining_seconds(ref, {}, "a", 0.0, None) == pytest.approx(160.0)
     # "a" took 20 s against 10: pace 2, so b and c are expected to take 300 s.
     assert remaining_seconds(ref, {"a": 20.0}, None, 0.0, None) == pytest.approx(300.0)
     # Half of "b" done in 40 s more: pace (20 + 40) / (10 + 50) = 1; 50 s of b and 50 of c left.

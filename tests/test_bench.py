@@ -8,7 +8,7 @@ import keras
 import pytest
 
 from liverlib import bench
-from liverlib.bench.environment import ISA_FLAGS
+from liverlib.cpu import ISA_FLAGS, has_bf16_units
 from liverlib.cli import main
 
 KEYS = {
@@ -36,6 +36,10 @@ KEYS = {
 }
 
 
+#: Whether this CPU runs the bfloat16 prediction (under TensorFlow it needs bfloat16 units).
+BF16 = keras.backend.backend() != "tensorflow" or has_bf16_units()
+
+
 @pytest.fixture(scope="module")
 def quick_result(tmp_path_factory, monkeypatch_module):
     """One quick benchmark run through the CLI, written to a file."""
@@ -53,9 +57,12 @@ def monkeypatch_module():
 
 def test_every_key_with_a_sane_value(quick_result):
     for key, kind in KEYS.items():
+        if key.endswith("_bfloat16") and not BF16:
+            assert quick_result[key] is None, key  # skipped on this CPU
+            continue
         assert isinstance(quick_result[key], kind), key
     for key in KEYS:
-        if KEYS[key] is float:
+        if KEYS[key] is float and quick_result[key] is not None:
             assert quick_result[key] > 0, key
     assert quick_result["backend"] == keras.backend.backend()
     cpu = quick_result["cpu"]
@@ -69,6 +76,8 @@ def test_every_key_with_a_sane_value(quick_result):
 
 @pytest.mark.parametrize("suffix", ["", "_bfloat16"])
 def test_predict_breakdown_fits_in_the_total_and_the_crf_ran(quick_result, suffix):
+    if suffix and not BF16:
+        pytest.skip("no bfloat16 units: the bfloat16 prediction is skipped")
     parts = quick_result["predict_breakdown_s" + suffix]
     total = quick_result["predict_s_per_volume" + suffix]
     assert set(parts) == {"stage1", "stage2", "network", "resample", "largest_component", "crf", "other", "warmup"}
@@ -87,6 +96,9 @@ def test_predict_stand_ins_give_the_phantoms_labels(quick_result):
     predicted = quick_result["details"]["predict"]
     assert predicted["liver_ml_predicted"] == pytest.approx(predicted["liver_ml_reference"], rel=0.2)
     fast = quick_result["details"]["predict_bfloat16"]
+    if not BF16:
+        assert fast == {"skipped": "no bfloat16 units"}
+        return
     assert (predicted["precision"], fast["precision"]) == ("float32", "bfloat16")
     assert fast["liver_ml_predicted"] == pytest.approx(predicted["liver_ml_predicted"], rel=0.05)
 
@@ -108,8 +120,8 @@ def test_targets_match_the_values(quick_result):
     )
     assert targets["rss_large_vs_small"]["value"] == pytest.approx(r["peak_rss_mb_large"] / r["peak_rss_mb_small"], rel=1e-3)
     assert targets["predict_s_per_volume"]["pass"] == (r["predict_s_per_volume"] <= 30)
-    for t in targets.values():
-        assert isinstance(t["pass"], bool)
+    for name, t in targets.items():
+        assert isinstance(t["pass"], bool) or (name.endswith("_bfloat16") and not BF16)
     memory = quick_result["details"]["memory"]
     assert memory["large"]["cases"] == 4 * memory["small"]["cases"]
 
@@ -186,3 +198,26 @@ def test_stand_in_network_runs_the_model_and_serves_the_given_planes():
         stand_in.predict_on_batch(np.zeros((1, 4, 4, 1), np.float32))
     with pytest.raises(ValueError, match="do not fit"):
         StandInNetwork(model, outputs[:, :3])
+
+
+def test_bfloat16_prediction_is_skipped_on_a_cpu_without_bfloat16_units(monkeypatch):
+    calls = []
+
+    def phantoms(default, sizes, log, result, details, paired):
+        result.update({key: 1.0 for key in bench.FIGURES})
+        return {"device": "cpu", "backend": "tensorflow", "versions": {}}
+
+    def predict(cfg, sizes, log, precision="float32"):
+        calls.append(precision)
+        return {"predict_s_per_volume": 2.0, "predict_breakdown_s": {"crf": 1.0}, "details": {}}
+
+    monkeypatch.setattr(bench, "_measure_on_phantoms", phantoms)
+    monkeypatch.setattr(bench, "bench_predict", predict)
+    monkeypatch.setattr(bench, "has_bf16_units", lambda: False)
+    result = bench.measure(bench.QUICK, log=lambda line: None)
+    assert calls == ["float32"] and result["predict_s_per_volume_bfloat16"] is None
+    assert result["targets"]["predict_s_per_volume_bfloat16"]["pass"] is None
+    assert result["crf_s_per_volume"] == 1.0 and result["details"]["predict_bfloat16"] == {"skipped": "no bfloat16 units"}
+    monkeypatch.setattr(bench, "has_bf16_units", lambda: True)
+    assert bench.measure(bench.QUICK, log=lambda line: None)["predict_s_per_volume_bfloat16"] == 2.0
+    assert calls == ["float32", "float32", "bfloat16"]

@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import pytest
 
+from liverlib.cpu import has_bf16_units
 from liverlib.networks import (
     MixedPooling2D,
     bce_batch_dice_loss,
@@ -315,6 +316,19 @@ def test_instance_normalization_normalizes_each_feature_map_of_each_image():
     np.testing.assert_allclose(out.std(axis=(1, 2)), 1, atol=1e-2)
 
 
+def test_bfloat16_is_refused_under_tensorflow_on_a_cpu_without_bfloat16_units(monkeypatch):
+    from liverlib.networks import inference_copy, io
+
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("the refusal is TensorFlow's (oneDNN has no bfloat16 convolution without the units)")
+    monkeypatch.setattr(io, "has_bf16_units", lambda: False)
+    model = mixed_unet(input_shape=(32, 32, 1), base_filters=4, depth=2)
+    with pytest.raises(ValueError, match="bfloat16 units .* use float32"):
+        inference_copy(model, "bfloat16")
+    assert inference_copy(model, "float32") is model
+
+
+@pytest.mark.skipif(keras.backend.backend() == "tensorflow" and not has_bf16_units(), reason="no bfloat16 units")
 def test_bfloat16_inference_copy_keeps_weights_and_float32_output():
     from liverlib.networks import inference_copy
 

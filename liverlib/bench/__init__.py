@@ -14,7 +14,8 @@ What each figure times is described where it is measured:
 :mod:`liverlib.bench.training` (training throughput, FLOP/s, the input
 pipeline), :mod:`liverlib.bench.predict` (seconds per volume and their
 breakdown), :mod:`liverlib.bench.cache` (cache build speed and peak memory).
-``crf_s_per_volume`` is the ``crf`` part of the float32 prediction (both
+On a CPU without bfloat16 units under TensorFlow the two bfloat16 figures
+are None (:func:`liverlib.cpu.has_bf16_units`). ``crf_s_per_volume`` is the ``crf`` part of the float32 prediction (both
 CRFs of :func:`liverlib.inference.labels.refine_labels` on the 512 x 512 x 200
 phantom). The rest of the JSON object: ``device``, ``cpu``, ``backend``, ``versions``
 (:mod:`liverlib.bench.environment`: where it ran), ``targets`` (each target
@@ -52,6 +53,7 @@ from liverlib.bench.sizes import FULL, QUICK, BenchSizes, Log, significant, stde
 from liverlib.bench.targets import TARGETS, evaluate_targets
 from liverlib.bench.training import bench_pipeline, bench_training, conv_flops
 from liverlib.config import apply_overrides, resolve
+from liverlib.cpu import has_bf16_units
 
 __all__ = [
     "BenchSizes",
@@ -137,10 +139,15 @@ def measure(sizes: BenchSizes = FULL, log: Log = stderr_log) -> dict[str, Any]:
 
     _take(result, details, "predict", bench_predict(paper, sizes, log))
     result["crf_s_per_volume"] = result["predict_breakdown_s"]["crf"]  # both CRFs, float32 run
-    fast = bench_predict(paper, sizes, log, precision="bfloat16")
-    details["predict_bfloat16"] = fast.pop("details")
-    result["predict_s_per_volume_bfloat16"] = fast["predict_s_per_volume"]
-    result["predict_breakdown_s_bfloat16"] = fast["predict_breakdown_s"]
+    if env["backend"] != "tensorflow" or has_bf16_units():
+        fast = bench_predict(paper, sizes, log, precision="bfloat16")
+        details["predict_bfloat16"] = fast.pop("details")
+        result["predict_s_per_volume_bfloat16"] = fast["predict_s_per_volume"]
+        result["predict_breakdown_s_bfloat16"] = fast["predict_breakdown_s"]
+    else:  # TensorFlow refuses bfloat16 networks here (liverlib.networks.inference_copy)
+        log("predict: bfloat16 skipped: this CPU has no bfloat16 units (or ONEDNN_MAX_CPU_ISA hides them)")
+        details["predict_bfloat16"] = {"skipped": "no bfloat16 units"}
+        result["predict_s_per_volume_bfloat16"] = result["predict_breakdown_s_bfloat16"] = None
 
     ordered = {key: result[key] for key in FIGURES}
     ordered.update(env)

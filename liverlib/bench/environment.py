@@ -2,52 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import platform
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["environment", "cpu_info", "ISA_FLAGS"]
+from liverlib.cpu import cpu_info
 
-#: The instruction-set flags that decide the speed of training, inference and the CRF here.
-ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
-             "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8")  # fmt: skip
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def cpu_info() -> dict[str, Any]:
-    """The CPU: ``model``, ``isa`` (the :data:`ISA_FLAGS` it has, as ``lscpu`` names them), usable ``cores``.
-
-    ``onednn_max_cpu_isa`` is the ``ONEDNN_MAX_CPU_ISA`` cap on oneDNN's kernels
-    (TensorFlow's convolutions) when one is set, e.g. ``AVX2`` to measure a
-    plain AVX2 machine on a newer one; None otherwise.
-    """
-    flags: set[str] = set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "Features")):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {
-        "model": _cpu_name(),
-        "isa": [flag for flag in ISA_FLAGS if flag in flags],
-        "cores": cores,
-        "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
-    }
+__all__ = ["environment"]
 
 
 def _gpu_names(backend: str) -> list[str]:

@@ -70,10 +70,14 @@ def load_model_file(path: Path, precision: str = "float32") -> "keras.Model":
     )
 
     try:
-        return inference_copy(load_model(path, compile=False), precision)  # inference only: no optimizer state
+        model = load_model(path, compile=False)  # inference only: no optimizer state
     except Exception as exc:  # a truncated or foreign .keras file raises many types
         reason = (str(exc).strip().splitlines() or [""])[0]
         raise LiverlibError(f"cannot load this model ({type(exc).__name__}: {reason})", path) from None
+    try:
+        return inference_copy(model, precision)
+    except ValueError as exc:  # bfloat16 on a CPU without bfloat16 units
+        raise LiverlibError(str(exc)) from None
 
 
 def load_models(run_dir: str | Path, fold: int | None = None, precision: str = "float32") -> list[ModelPair]:

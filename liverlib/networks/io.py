@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import keras
 
+from liverlib.cpu import has_bf16_units
+
 from liverlib.networks.losses import (
     LOSSES,
     bce_batch_dice_loss,
@@ -93,6 +95,7 @@ def inference_copy(model: keras.Model, precision: str = "float32") -> keras.Mode
         bfloat16 (AVX512-BF16, AMX) and on GPUs this roughly halves the
         network's time; elsewhere it can be slower (docs/experiments.md, Benchmarks).
         Run tables stay in float32, so that they do not depend on the machine.
+        Under TensorFlow a CPU without bfloat16 units is refused (ValueError).
 
     Returns
     -------
@@ -102,6 +105,12 @@ def inference_copy(model: keras.Model, precision: str = "float32") -> keras.Mode
     check_choice("precision", precision, PRECISIONS)
     if precision == "float32":
         return model
+    if keras.backend.backend() == "tensorflow" and not has_bf16_units():
+        # oneDNN has no bfloat16 convolution without these units: TensorFlow fails at the first batch.
+        raise ValueError(
+            "precision bfloat16 needs a CPU with bfloat16 units (avx512_bf16, amx_bf16 or avx_ne_convert) "
+            "under TensorFlow, and this one has none (or ONEDNN_MAX_CPU_ISA hides them): use float32"
+        )
 
     def recreate(layer):
         config = layer.get_config()

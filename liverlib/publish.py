@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from liverlib.atomic import write_text
+from liverlib.cpu import cpu_info
 from liverlib.data.sources import data_source
 from liverlib.runfolder import RunFolder, load_run
 
@@ -31,14 +32,7 @@ def _commit() -> str:
 def _machine() -> str:
     import os
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_info()["model"]
     return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, Python {platform.python_version()}"
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -144,13 +143,13 @@ def predict_cases(
     cfg = load_run(run_dir) if cfg is None else cfg
     plan = test_plan(select_folds(read_splits(RunFolder(Path(run_dir)).splits), folds), cases)
     todo = [(fold, files) for fold, test in plan for files in test if not prediction_complete(run_dir, files.case_id)]
-    timing = [read_timing(run_dir)]
+    timing = read_timing(run_dir)
     bar = tqdm(total=len(todo), desc="predict", unit="case", disable=not progress)
 
     def record(row: dict) -> None:  # in this process, in submission order
-        table = timing[0]
-        timing[0] = pd.concat([table[table["case"] != row["case"]], pd.DataFrame([row])], ignore_index=True)
-        _write_timing(run_dir, timing[0].sort_values(["fold", "case"]))
+        nonlocal timing
+        timing = pd.concat([timing[timing["case"] != row["case"]], pd.DataFrame([row])], ignore_index=True)
+        _write_timing(run_dir, timing.sort_values(["fold", "case"]))
         bar.update(1)
 
     with LabelWorkers(label_workers(cfg)) as pool:
@@ -194,13 +193,13 @@ def choose_postprocessing(run_dir: str | Path, fold: dict, cases: Sequence[data.
     by_id = {files.case_id: files for files in cases}
     val = [by_id[c] for c in fold.get("val", []) if c in by_id]
     predictions = []
-    with LabelWorkers(0) if pool is None else nullcontext(pool) as workers:
-        for files in val:
-            case = data.load_case(files)
-            probs = predict_probabilities(case.image, case.spacing, models, cfg)
-            workers.submit(labels_from_probabilities, case.image, *probs, case.spacing, cfg,
-                           done=lambda labels, case=case: predictions.append((labels, case.label, case.spacing)))
-        workers.drain()
+    workers = pool or LabelWorkers(0)  # without a pool: each scan labelled at once, here
+    for files in val:
+        case = data.load_case(files)
+        probs = predict_probabilities(case.image, case.spacing, models, cfg)
+        workers.submit(labels_from_probabilities, case.image, *probs, case.spacing, cfg,
+                       done=lambda labels, case=case: predictions.append((labels, case.label, case.spacing)))
+    workers.drain()
     best, scores = postprocess.choose_min_lesion_ml(predictions, candidates)
     postprocess.write_choice(run_dir, fold["fold"], best, scores, [files.case_id for files in val])
     return best

@@ -12,7 +12,7 @@ from liverlib.data.phantoms import make_phantom, write_cohort
 from liverlib.data.sources import open_cache
 from liverlib.runfolder import init_run, load_run
 from liverlib.data.splits import run_splits
-from liverlib.training.folds import stage_complete, train_fold, train_stage
+from liverlib.training.folds import CompiledModels, stage_complete, train_fold, train_stage
 from liverlib.training.screen import screen, screen_summary
 
 
@@ -59,6 +59,22 @@ def test_fold_resumes_and_is_reproducible(phantom_cache, tmp_path):
     other = train_fold(tmp_path / "b", fold, cfg, cache, stages=("liver",), verbose=0)
     np.testing.assert_array_equal(other["loss"].to_numpy(), history["loss"].to_numpy())
     assert not list(model_dir.glob(".*tmp*"))
+
+
+def test_reused_network_trains_exactly_as_a_new_one(phantom_cache):
+    cache, cfg = phantom_cache
+    # The lesion stage: dropout off, EMA on, mixed pooling draws; every state must be reset.
+    cfg = config.apply_overrides(cfg, {"train.epochs": 2, "train.steps_per_epoch": 2})
+    new, _ = train_stage(cache, "lesion", [0, 1, 2], [3], cfg, seed=5, verbose=0)
+    expected = [w.copy() for w in new.get_weights()]
+    models = CompiledModels()
+    first, _ = train_stage(cache, "lesion", [2, 3, 4], [0], cfg, seed=9, verbose=0, models=models)
+    again, _ = train_stage(cache, "lesion", [0, 1, 2], [3], cfg, seed=5, verbose=0, models=models)
+    assert again is first  # the same compiled network, traced once
+    for got, want in zip(again.get_weights(), expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+    other = config.apply_overrides(cfg, {"model.base_filters": 4})
+    assert train_stage(cache, "lesion", [0, 1], [2], other, seed=5, verbose=0, models=models)[0] is not first
 
 
 def test_overlapping_scans_are_refused(phantom_cache, tmp_path):

@@ -18,6 +18,7 @@ Both stages take the config's ``model`` and ``train`` sections; keys under
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -60,6 +61,31 @@ def build_model(cfg: dict):
     return model
 
 
+class CompiledModels:
+    """One compiled network per stage config, reused from fold to fold.
+
+    Tracing a network's training step takes about 10 s on a 2-core CPU, every
+    time a new model is fitted. :meth:`fresh` still builds the seeded model of
+    each fold, then copies its weights, seed states and zeroed optimizer into
+    the network compiled for the first fold with that config, whose traced
+    steps are reused: the training is the one a new model gets, at no trace.
+    """
+
+    def __init__(self) -> None:
+        self._models: dict[str, keras.Model] = {}
+
+    def fresh(self, cfg: dict) -> keras.Model:
+        """The compiled model of :func:`build_model` (seed it first), with traces reused."""
+        new = build_model(cfg)
+        key = json.dumps([cfg["preprocess"]["size"], cfg["model"], cfg["train"]], sort_keys=True)
+        model = self._models.setdefault(key, new)
+        if model is not new:
+            for target, source in zip(model.variables + model.optimizer.variables,
+                                      new.variables + new.optimizer.variables, strict=True):
+                target.assign(source)  # weights, seed-generator states, Adam slots, EMA and step count
+        return model
+
+
 def _dataset(cache, case_ids, stage: str, cfg: dict, seed: int, training: bool):
     t = cfg["train"]
     return SliceDataset(
@@ -77,7 +103,8 @@ def _dataset(cache, case_ids, stage: str, cfg: dict, seed: int, training: bool):
     )
 
 
-def train_stage(cache, stage: str, train_ids: list[int], val_ids: list[int], cfg: dict, seed: int, verbose: int = 2):
+def train_stage(cache, stage: str, train_ids: list[int], val_ids: list[int], cfg: dict, seed: int, verbose: int = 2,
+                models: CompiledModels | None = None):
     """Train one stage from scratch; return the model and its per-epoch history.
 
     Parameters
@@ -91,6 +118,8 @@ def train_stage(cache, stage: str, train_ids: list[int], val_ids: list[int], cfg
     seed : int
     verbose : int
         Keras verbosity; 2 prints one line per epoch (headless runs).
+    models : CompiledModels, optional
+        Networks already compiled by earlier folds, to reuse (the same result, no new trace).
     """
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
@@ -98,7 +127,7 @@ def train_stage(cache, stage: str, train_ids: list[int], val_ids: list[int], cfg
         raise ValueError("training and validation scans overlap")
     cfg = stage_config(cfg, stage)  # the lesion network may differ (lesion_stage section)
     set_seed(seed)
-    model = build_model(cfg)
+    model = (models or CompiledModels()).fresh(cfg)
     train_data = _dataset(cache, train_ids, stage, cfg, seed, training=True)
     val_data = _dataset(cache, val_ids, stage, cfg, seed, training=False) if val_ids else None
     # The final weights are kept, as in the paper (20 epochs, no early stopping);
@@ -129,7 +158,8 @@ def stage_complete(model_dir: str | Path, stage: str) -> bool:
     return (Path(model_dir) / f"{stage}.keras").is_file() and (history["stage"] == stage).any()
 
 
-def train_fold(run_dir: str | Path, fold: dict, cfg: dict, cache, stages=STAGES, verbose: int = 2) -> pd.DataFrame:
+def train_fold(run_dir: str | Path, fold: dict, cfg: dict, cache, stages=STAGES, verbose: int = 2,
+               models: CompiledModels | None = None) -> pd.DataFrame:
     """Train the requested stages of one fold, skipping those already complete.
 
     Parameters
@@ -140,6 +170,9 @@ def train_fold(run_dir: str | Path, fold: dict, cfg: dict, cache, stages=STAGES,
     cfg : dict
     cache : liverlib.data.cache.SliceCache
     stages : sequence of {"liver", "lesion"}
+    verbose : int
+    models : CompiledModels, optional
+        Reuse the networks compiled for earlier folds (see :class:`CompiledModels`).
 
     Returns
     -------
@@ -158,7 +191,8 @@ def train_fold(run_dir: str | Path, fold: dict, cfg: dict, cache, stages=STAGES,
             continue
         if verbose:
             print(f"fold {fold['fold']} {stage}: {len(fit_ids)} training scans, {len(val_ids)} validation scans", flush=True)
-        model, table = train_stage(cache, stage, fit_ids, val_ids, cfg, stage_seed(cfg["seed"], fold["fold"], stage), verbose)
+        model, table = train_stage(cache, stage, fit_ids, val_ids, cfg, stage_seed(cfg["seed"], fold["fold"], stage), verbose,
+                                   models)
         with atomic_path(model_dir / f"{stage}.keras") as tmp:
             model.save(tmp)
         history = read_history(model_dir)
@@ -183,8 +217,9 @@ def run_stage(run_dir: str | Path, stage: str, which: str | int | list[int] = "a
     run = RunFolder(Path(run_dir))
     cache = open_cache(cfg, progress=bool(verbose))
     tables = []
+    models = CompiledModels()
     for fold in select_folds(read_splits(run.splits), which):
-        history = train_fold(run_dir, fold, cfg, cache, stages=(stage,), verbose=verbose)
+        history = train_fold(run_dir, fold, cfg, cache, stages=(stage,), verbose=verbose, models=models)
         tables.append(history.assign(fold=fold["fold"]))
     return cache, pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
 

@@ -47,7 +47,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from liverlib.inference.scan import predict_file
 
     predict_file(args.input, args.output, run_dir=args.run, fold=args.fold, use_crf=not args.no_crf,
-                 precision=args.precision)
+                 precision=args.precision, series_uid=args.series, dicom_seg=args.dicom_seg)
     return 0
 
 
@@ -94,8 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("predict", help="segment one CT with a trained run")
-    p.add_argument("input", type=Path, help="input CT, .nii or .nii.gz")
-    p.add_argument("output", type=Path, help="output label volume, .nii.gz")
+    p.add_argument("input", type=Path, help="input CT: .nii or .nii.gz, or a folder of one DICOM series")
+    p.add_argument("output", type=Path, help="output labels: .nii.gz, or .dcm for a DICOM Segmentation")
+    p.add_argument("--series", default=None, metavar="UID",
+                   help="the DICOM series to read when the input folder holds several")
+    p.add_argument("--dicom-seg", action="store_true",
+                   help="write a DICOM Segmentation of the input series (the default for an output ending in .dcm)")
     p.add_argument("--run", type=Path, required=True, help="trained run folder")
     p.add_argument("--fold", type=int, default=None, help="use one fold's models (default: all)")
     p.add_argument("--no-crf", action="store_true", help="skip the 3D CRF")

@@ -257,10 +257,15 @@ def geometry_of(img: nib.Nifti1Image, path: Path) -> Geometry:
         raise DataError(f"expected a 3-D volume, got {len(img.shape)}-D with shape {tuple(img.shape)}", path)
     if min(shape) < 1:
         raise DataError(f"empty volume with shape {shape}", path)
-    affine = np.asarray(img.affine, dtype=np.float64)
+    return geometry_from_affine(img.affine, shape, path)
+
+
+def geometry_from_affine(affine: np.ndarray, shape: tuple[int, int, int], path: str | Path) -> Geometry:
+    """The :class:`Geometry` of a stored (i, j, k) volume with a voxel-to-RAS affine, checked for use."""
+    affine = np.asarray(affine, dtype=np.float64)
     if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
         raise DataError("the affine is singular or not finite", path)
-    return Geometry(affine, shape, tuple(ornt2axcodes(io_orientation(affine))))
+    return Geometry(affine, tuple(int(s) for s in shape), tuple(ornt2axcodes(io_orientation(affine))))
 
 
 def load_image(path: str | Path) -> tuple[np.ndarray, tuple[float, float, float], Geometry]:

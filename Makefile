@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 PROFILE ?= default
 RUN    ?= runs/$(PROFILE)
 
-.PHONY: paper test lab bench clean-runs
+.PHONY: paper test lab bench model clean-runs
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ lab: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/liverlib bench --out bench.json
+
+# Retrain the model pair shipped in the package (liverlib/pretrained) on the whole default cohort.
+model: $(STAMP)
+	$(BIN)/python -m liverlib.training.packaged
 
 clean-runs:
 	rm -rf runs/

@@ -100,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the DICOM series to read when the input folder holds several")
     p.add_argument("--dicom-seg", action="store_true",
                    help="write a DICOM Segmentation of the input series (the default for an output ending in .dcm)")
-    p.add_argument("--run", type=Path, required=True, help="trained run folder")
+    p.add_argument("--run", type=Path, default=None,
+                   help="trained run folder (default: the model pair shipped in the package)")
     p.add_argument("--fold", type=int, default=None, help="use one fold's models (default: all)")
     p.add_argument("--no-crf", action="store_true", help="skip the 3D CRF")
     p.add_argument("--precision", choices=("float32", "bfloat16"), default=None,

@@ -160,6 +160,22 @@ def cache_root() -> Path:
     return (Path(base) / "liverlib").resolve()
 
 
+def packaged_model_dir() -> Path:
+    """The model pair shipped inside the package (``liverlib predict`` without ``--run``): a run folder
+    with ``config.yaml``, ``models/fold-0`` and ``manifest.json``, written by ``make model``."""
+    return Path(__file__).resolve().parent / "pretrained"
+
+
+PACKAGED_MANIFEST = "manifest.json"  # in a packaged model folder: its data, profile, commit and real-CT Dice
+
+
+def read_manifest(model_dir: str | Path | None = None) -> dict:
+    """The manifest of a packaged model folder (default: the one in the package)."""
+    import json
+
+    return json.loads((Path(model_dir or packaged_model_dir()) / PACKAGED_MANIFEST).read_text())
+
+
 def cache_folder() -> CacheFolder:
     """The cache folder at :func:`cache_root`."""
     return CacheFolder(cache_root())

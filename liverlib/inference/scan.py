@@ -13,7 +13,7 @@ from liverlib.errors import LiverlibError
 from liverlib.inference import postprocess
 from liverlib.inference.models import load_model_file, model_paths, run_precision
 from liverlib.inference.predictor import predict_volume
-from liverlib.runfolder import load_run
+from liverlib.runfolder import PACKAGED_MANIFEST, load_run, packaged_model_dir, read_manifest
 from liverlib.transforms.morphology import voxel_ml
 
 SEG_SUFFIX = ".dcm"  # an output ending so is written as a DICOM Segmentation
@@ -53,14 +53,14 @@ def _read(input: Path, series_uid: str | None):
 def predict_file(
     input: str | Path,
     output: str | Path,
-    run_dir: str | Path,
+    run_dir: str | Path | None = None,
     fold: int | None = None,
     use_crf: bool = True,
     precision: str | None = None,
     series_uid: str | None = None,
     dicom_seg: bool = False,
 ) -> Path:
-    """``liverlib predict IN OUT --run RUN [--fold K] [--no-crf] [--precision P] [--series UID] [--dicom-seg]``.
+    """``liverlib predict IN OUT [--run RUN] [--fold K] [--no-crf] [--precision P] [--series UID] [--dicom-seg]``.
 
     Reads the CT in canonical orientation, segments it with the run's models
     (every fold's, averaged, or one fold's) and writes the labels {0, 1, 2}
@@ -77,8 +77,9 @@ def predict_file(
         (:func:`liverlib.data.dicom.load_dicom_series`).
     output : str or Path
         Labels to write: .nii or .nii.gz, or .dcm (DICOM Segmentation).
-    run_dir : str or Path
-        A trained run folder (``config.yaml`` and ``models/fold-K``).
+    run_dir : str or Path, optional
+        A trained run folder (``config.yaml`` and ``models/fold-K``); default the
+        model pair shipped in the package (:mod:`liverlib.training.packaged`).
     fold : int, optional
         Use this fold's models only; default all folds.
     use_crf : bool
@@ -104,6 +105,14 @@ def predict_file(
     started = time.perf_counter()
     input, output = Path(input), Path(output)
     kind = _output_kind(input, output, dicom_seg)
+    if run_dir is None:
+        run_dir = packaged_model_dir()
+        if not (run_dir / PACKAGED_MANIFEST).is_file():
+            raise LiverlibError("no model is packaged in this installation; run `make model` or give --run RUN", run_dir)
+        manifest = read_manifest(run_dir)
+        scores = ", ".join(f"{r['scan']} {r['liver_dice']}" for r in manifest["real_ct"] if "crop" not in r["scan"])
+        print(f"no --run: the packaged model ({manifest['data']}, profile {manifest['profile']}, "
+              f"commit {manifest['commit']}; liver Dice on real CT: {scores or 'not measured'})", flush=True)
     paths = model_paths(run_dir, fold)  # a wrong run is reported before anything is read
     cfg = load_run(run_dir)
     image, spacing, geometry, described = _read(input, series_uid)

@@ -64,8 +64,8 @@ def build_model(cfg: dict):
 class CompiledModels:
     """One compiled network per stage config, reused from fold to fold.
 
-    Tracing a network's training step takes about 10 s on a 2-core CPU, every
-    time a new model is fitted. :meth:`fresh` still builds the seeded model of
+    Tracing a network's training step costs seconds every time a new model is
+    fitted (docs/experiments.md, session 10, has what reuse saves). :meth:`fresh` still builds the seeded model of
     each fold, then copies its weights, seed states and zeroed optimizer into
     the network compiled for the first fold with that config, whose traced
     steps are reused: the training is the one a new model gets, at no trace.

@@ -125,12 +125,15 @@ def test_each_defect_is_one_line_naming_the_folder_or_file(tmp_path, stub_run, c
     assert not out.exists() and not list(tmp_path.glob(".o*"))
 
 
-def test_missing_slice_is_named(tmp_path):
+def test_missing_slice_is_named(tmp_path, stub_run, capsys):
     folder = _copy(tmp_path)
     files = sorted(folder.iterdir(), key=lambda p: float(pydicom.dcmread(p, stop_before_pixels=True).ImagePositionPatient[2]))
     files[7].unlink()
     with pytest.raises(DataError, match=r"1 slice\(s\) missing between positions"):
         load_dicom_series(folder)
+    assert main(["predict", str(folder), str(tmp_path / "o.nii.gz"), "--run", str(stub_run)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "missing between positions" in lines[0] and str(folder) in lines[0]
 
 
 def test_not_a_dicom_folder(tmp_path):

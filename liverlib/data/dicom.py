@@ -66,15 +66,8 @@ def _headers(folder: Path) -> list[tuple[Path, object]]:
     return found
 
 
-def find_series(folder: str | Path) -> list[DicomSeries]:
-    """The series of a DICOM folder, largest first.
-
-    Raises
-    ------
-    DataError
-        If the folder does not exist or holds no DICOM file.
-    """
-    folder = Path(folder)
+def _scan(folder: Path) -> dict[str, list[tuple[Path, object]]]:
+    """The DICOM files of a folder grouped by series UID, each with its header (one read per file)."""
     if not folder.is_dir():
         raise DataError("no such folder", folder)
     groups: dict[str, list] = defaultdict(list)
@@ -82,6 +75,10 @@ def find_series(folder: str | Path) -> list[DicomSeries]:
         groups[str(ds.SeriesInstanceUID)].append((path, ds))
     if not groups:
         raise DataError("no DICOM file in this folder", folder)
+    return groups
+
+
+def _summaries(groups: dict[str, list]) -> list[DicomSeries]:
     series = []
     for uid, members in groups.items():
         first = members[0][1]
@@ -90,16 +87,31 @@ def find_series(folder: str | Path) -> list[DicomSeries]:
     return sorted(series, key=lambda s: (-len(s.files), s.uid))
 
 
-def _pick(folder: Path, series: list[DicomSeries], uid: str | None) -> DicomSeries:
+def find_series(folder: str | Path) -> list[DicomSeries]:
+    """The series of a DICOM folder, largest first.
+
+    Raises
+    ------
+    DataError
+        If the folder does not exist or holds no DICOM file.
+    """
+    return _summaries(_scan(Path(folder)))
+
+
+def _pick(folder: Path, uid: str | None) -> tuple[DicomSeries, list[tuple[Path, object]]]:
+    """The chosen series and its files' headers: ``uid``, or the folder's only series."""
+    groups = _scan(folder)
+    series = _summaries(groups)
     if uid is not None:
         chosen = [s for s in series if s.uid == uid]
         if not chosen:
             raise DataError(f"no series {uid} here; the folder holds: " + "; ".join(s.summary() for s in series), folder)
-        return chosen[0]
-    if len(series) > 1:
+    elif len(series) > 1:
         raise DataError(f"{len(series)} series here; pick one with --series UID: " + "; ".join(s.summary() for s in series),
                         folder)
-    return series[0]
+    else:
+        chosen = series
+    return chosen[0], groups[chosen[0].uid]
 
 
 def _vector(ds, key: str, size: int, path: Path) -> np.ndarray:
@@ -200,11 +212,10 @@ def load_dicom_series(folder: str | Path, series_uid: str | None = None):
     from liverlib.data.nifti import Geometry, geometry_from_affine
 
     folder = Path(folder)
-    series = _pick(folder, find_series(folder), series_uid)
+    series, items = _pick(folder, series_uid)
     if series.modality != "CT":
         raise DataError(f"series {series.uid} is {series.modality}, not CT: the networks were trained on CT in HU", folder)
     pydicom = _pydicom()
-    items = [(p, pydicom.dcmread(p, stop_before_pixels=True)) for p in series.files]
     orientation, pixel, gap, positions, items = _geometry(folder, items)
     # Voxel (i = column, j = row, k = slice) -> LPS mm, then LPS -> RAS (x and y negated).
     lps = np.eye(4)
@@ -219,7 +230,7 @@ def load_dicom_series(folder: str | Path, series_uid: str | None = None):
 
 
 def _sorted_sources(folder: Path, series_uid: str | None) -> tuple[list, list[str]]:
-    """The series' datasets (pixels included) in plane order, as :func:`load_dicom_series` stacks them.
+    """The series' headers in plane order, as :func:`load_dicom_series` stacks them (a Segmentation needs no pixels).
 
     Anonymizers often blank the identifying UIDs that a Segmentation must
     reference. They are filled in memory (the files are not touched): the
@@ -227,10 +238,8 @@ def _sorted_sources(folder: Path, series_uid: str | None) -> tuple[list, list[st
     a blank study or series UID by one derived from the images' own UIDs, so
     the same series always gets the same one. The second value names what was filled.
     """
-    series = _pick(folder, find_series(folder), series_uid)
     pydicom = _pydicom()
-    items = [(p, pydicom.dcmread(p, stop_before_pixels=True)) for p in series.files]
-    sources = [pydicom.dcmread(p) for p, _ in _geometry(folder, items)[4]]
+    sources = [ds for _, ds in _geometry(folder, _pick(folder, series_uid)[1])[4]]
     filled = []
     for key, meta in (("SOPClassUID", "MediaStorageSOPClassUID"), ("SOPInstanceUID", "MediaStorageSOPInstanceUID")):
         blank = [ds for ds in sources if not str(ds.get(key, "")).strip()]

@@ -50,6 +50,18 @@ def _read(input: Path, series_uid: str | None):
     return image, spacing, geometry, input.name
 
 
+def _packaged_run() -> Path:
+    """The packaged model's folder, announced in one line with what it is and its real-CT Dice."""
+    run_dir = packaged_model_dir()
+    if not (run_dir / PACKAGED_MANIFEST).is_file():
+        raise LiverlibError("no model is packaged in this installation; run `make model` or give --run RUN", run_dir)
+    manifest = read_manifest(run_dir)
+    scores = ", ".join(f"{r['scan']} {r['liver_dice']}" for r in manifest["real_ct"] if "crop" not in r["scan"])
+    print(f"no --run: the packaged model ({manifest['data']}, profile {manifest['profile']}, "
+          f"commit {manifest['commit']}; liver Dice on real CT: {scores or 'not measured'})", flush=True)
+    return run_dir
+
+
 def predict_file(
     input: str | Path,
     output: str | Path,
@@ -105,14 +117,7 @@ def predict_file(
     started = time.perf_counter()
     input, output = Path(input), Path(output)
     kind = _output_kind(input, output, dicom_seg)
-    if run_dir is None:
-        run_dir = packaged_model_dir()
-        if not (run_dir / PACKAGED_MANIFEST).is_file():
-            raise LiverlibError("no model is packaged in this installation; run `make model` or give --run RUN", run_dir)
-        manifest = read_manifest(run_dir)
-        scores = ", ".join(f"{r['scan']} {r['liver_dice']}" for r in manifest["real_ct"] if "crop" not in r["scan"])
-        print(f"no --run: the packaged model ({manifest['data']}, profile {manifest['profile']}, "
-              f"commit {manifest['commit']}; liver Dice on real CT: {scores or 'not measured'})", flush=True)
+    run_dir = _packaged_run() if run_dir is None else run_dir
     paths = model_paths(run_dir, fold)  # a wrong run is reported before anything is read
     cfg = load_run(run_dir)
     image, spacing, geometry, described = _read(input, series_uid)

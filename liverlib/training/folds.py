@@ -65,10 +65,11 @@ class CompiledModels:
     """One compiled network per stage config, reused from fold to fold.
 
     Tracing a network's training step costs seconds every time a new model is
-    fitted (docs/experiments.md, session 10, has what reuse saves). :meth:`fresh` still builds the seeded model of
-    each fold, then copies its weights, seed states and zeroed optimizer into
-    the network compiled for the first fold with that config, whose traced
-    steps are reused: the training is the one a new model gets, at no trace.
+    fitted (docs/experiments.md, session 10, has what reuse saves).
+    :meth:`fresh` still builds the seeded model of each fold, then copies its
+    weights, seed states and zeroed optimizer into the network compiled for the
+    first fold with that config, whose traced steps are reused: the training is
+    the one a new model gets, at no trace.
     """
 
     def __init__(self) -> None:

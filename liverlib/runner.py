@@ -4,7 +4,8 @@ The notebooks are the story and the record: each is executed into
 ``RUN/notebooks`` with parameters taken from the run's config. The runner
 
 * writes ``RUN/config.yaml`` first, and refuses to resume a folder whose config
-  differs (its models and tables would not match the new config);
+  differs (its models and tables would not match the new config); the
+  ``executor`` section may change: it says where the run computes, not what;
 * runs every notebook in a kernel that is this very Python (a kernelspec made
   for the run, found first on ``JUPYTER_PATH``), whatever kernels the user's
   Jupyter knows, with the working directory fixed to the notebooks' folder;
@@ -111,8 +112,8 @@ def run(profile: str = "default", out: str | Path | None = None, overrides: list
     run_folder = RunFolder(Path(out or Path("runs") / profile).resolve())
     if run_folder.config.is_file():
         previous = config_module.read_config(run_folder.config)
-        if previous != cfg:
-            changed = sorted(_diff(previous, cfg))
+        changed = sorted(_diff(previous, cfg) - set(_where_keys(previous, cfg)))
+        if changed:
             raise LiverlibError(
                 f"this run folder was made with another config ({', '.join(changed[:4])}); "
                 "choose another --out, or delete the folder to start over",
@@ -168,6 +169,11 @@ def _stopping(ticker: ProgressTicker):
         yield
     finally:
         ticker.stop()
+
+
+def _where_keys(a: dict, b: dict) -> list[str]:
+    """Keys that say where a run computes, not what: a run may resume under another executor."""
+    return [f"executor.{key}" for key in set(a.get("executor") or {}) | set(b.get("executor") or {})] + ["executor"]
 
 
 def _diff(a: dict, b: dict, prefix: str = "") -> set[str]:

@@ -89,3 +89,7 @@ def test_rerun_resumes_and_changed_config_is_refused(smoke_run):
                            capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert other.returncode == 2 and "another config (train.epochs)" in other.stderr
     assert len(other.stderr.strip().splitlines()) == 1
+    # The executor says where a run computes, not what: resuming under another one is allowed.
+    elsewhere = subprocess.run([str(exe), "run", "--profile", "smoke", "--out", str(run_dir), "--set", "executor.retries=5"],
+                               capture_output=True, text=True, timeout=HANG_GUARD_S)
+    assert elsewhere.returncode == 0 and elsewhere.stdout.count("complete, skipped") == len(NOTEBOOKS)

@@ -122,3 +122,20 @@ def test_screen_summary_pools_pixels():
     assert summary["pooled_dice"] == pytest.approx(2 * 25 / (34 + 40))
     assert summary["mean_dice"] == pytest.approx(1.3 / 3)
     assert summary["false_positive_px_without_foreground"] == 4 and summary["scans"] == 3
+
+
+def test_seeded_layers_ignore_other_threads_draws_on_python_random():
+    """Keras seeds dropout from Python's global random; a Dask worker's threads draw from it too."""
+    import random
+
+    import keras
+
+    from liverlib.training.folds import set_seed
+
+    def dropout_state(interleave: bool):
+        set_seed(11)
+        if interleave:
+            random.random()  # what a heartbeat thread may do between the seeding and the build
+        return np.asarray(keras.layers.Dropout(0.5).seed_generator.state)
+
+    np.testing.assert_array_equal(dropout_state(False), dropout_state(True))

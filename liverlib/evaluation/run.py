@@ -21,6 +21,7 @@ from liverlib.data.splits import read_splits, select_folds, test_plan
 from liverlib.errors import DataError
 from liverlib.evaluation.detection import case_metrics
 from liverlib.evaluation.summary import summarize, to_frame
+from liverlib.inference import executors
 from liverlib.runfolder import PREDICTION_FOLDERS, RunFolder, load_run
 
 
@@ -60,7 +61,8 @@ def score_run(run_dir: str | Path, folds: str | int | list[int] = "all", cases: 
     overlap : float
         Share of a reference lesion that a predicted lesion must cover to detect it.
     workers : int, optional
-        Processes; default the run's ``preprocess.workers``.
+        Processes; default the run's ``preprocess.workers``. With
+        ``executor.kind: dask`` each case is a Dask task instead.
     progress : bool
 
     Returns
@@ -82,7 +84,13 @@ def score_run(run_dir: str | Path, folds: str | int | list[int] = "all", cases: 
     jobs = [(fold["fold"], files, str(run.root), overlap) for fold, test in plan for files in test]
     workers = cfg["preprocess"]["workers"] if workers is None else workers
     bar = dict(total=len(jobs), desc="scoring", leave=False, disable=not progress)
-    if workers > 1:
+    if executors.uses_dask(cfg):
+        with executors.dask_client(cfg) as client:
+            futures = [executors.submit(client, _score_test_case, job, name=f"score-case-{job[1].case_id}", cfg=cfg)
+                       for job in jobs]
+            list(tqdm(executors.results(futures), **bar))  # a failed task raises here
+            results = client.gather(futures)  # in the jobs' order
+    elif workers > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
             results = list(tqdm(pool.map(_score_test_case, jobs), **bar))
     else:

@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 from liverlib import data
 from liverlib.atomic import atomic_path
 from liverlib.data.splits import read_splits, select_folds, test_plan
-from liverlib.inference import postprocess
+from liverlib.inference import executors, postprocess
 from liverlib.inference.models import ModelPair, load_models, run_precision
 from liverlib.inference.predictor import labels_from_probabilities, predict_probabilities
 from liverlib.inference.workers import LabelWorkers
@@ -146,12 +146,16 @@ def predict_cases(
     timing = read_timing(run_dir)
     bar = tqdm(total=len(todo), desc="predict", unit="case", disable=not progress)
 
-    def record(row: dict) -> None:  # in this process, in submission order
+    def record(row: dict) -> None:  # in this process: the one writer of timing.csv
         nonlocal timing
         timing = pd.concat([timing[timing["case"] != row["case"]], pd.DataFrame([row])], ignore_index=True)
         _write_timing(run_dir, timing.sort_values(["fold", "case"]))
         bar.update(1)
 
+    if executors.uses_dask(cfg):
+        _predict_on_dask(run_dir, todo, cfg, record)
+        bar.close()
+        return read_timing(run_dir)
     with LabelWorkers(label_workers(cfg)) as pool:
         for fold, test in plan:
             pending = [files for files in test if not prediction_complete(run_dir, files.case_id)]
@@ -165,6 +169,49 @@ def predict_cases(
             _clear_keras_session()
     bar.close()
     return read_timing(run_dir)
+
+
+def _predict_on_dask(run_dir: str | Path, todo: list, cfg: dict, record: Callable[[dict], None]) -> None:
+    """The cases left to do as Dask tasks: per fold one postprocessing choice, then one task per case."""
+    run_dir = str(Path(run_dir).resolve())
+    with executors.dask_client(cfg) as client:
+        choices, futures = {}, []
+        for fold, files in todo:
+            k = fold["fold"]
+            if k not in choices:
+                choices[k] = executors.submit(client, postprocessing_task, run_dir, k, name=f"postprocessing-fold-{k}", cfg=cfg)
+            futures.append(executors.submit(client, predict_case_task, run_dir, k, files, choices[k],
+                                            name=f"predict-case-{files.case_id}", cfg=cfg))
+        for row in executors.results(futures):
+            record(row)
+
+
+_WORKER_FOLD: dict = {}  # a Dask worker's loaded models: {(run folder, fold): models}, the last fold only
+
+
+def _fold_models(run_dir: str, fold: int, cfg: dict) -> Sequence[ModelPair]:
+    key = (run_dir, fold)
+    if key not in _WORKER_FOLD:
+        if _WORKER_FOLD:
+            _WORKER_FOLD.clear()
+            _clear_keras_session()
+        _WORKER_FOLD[key] = load_models(run_dir, fold, run_precision(cfg))
+    return _WORKER_FOLD[key]
+
+
+def postprocessing_task(run_dir: str, fold: int) -> float:
+    """A fold's minimum lesion volume (:func:`choose_postprocessing`), as a Dask task."""
+    from liverlib.data.sources import dataset_cases
+
+    cfg = load_run(run_dir)
+    entry = select_folds(read_splits(RunFolder(Path(run_dir)).splits), fold)[0]
+    return choose_postprocessing(run_dir, entry, dataset_cases(cfg), _fold_models(run_dir, fold, cfg), cfg)
+
+
+def predict_case_task(run_dir: str, fold: int, files: data.CaseFiles, min_lesion_ml: float) -> dict:
+    """One test case of a fold (:func:`predict_case`), as a Dask task; returns its timing row."""
+    cfg = load_run(run_dir)
+    return predict_case(files, _fold_models(run_dir, fold, cfg), cfg, run_dir, fold, min_lesion_ml)
 
 
 def label_workers(cfg: dict) -> int:

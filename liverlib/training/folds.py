@@ -19,6 +19,7 @@ Both stages take the config's ``model`` and ``train`` sections; keys under
 from __future__ import annotations
 
 import json
+import random
 import time
 from pathlib import Path
 
@@ -36,8 +37,18 @@ from liverlib.runfolder import RunFolder, load_run
 
 
 def set_seed(seed: int) -> None:
-    """Seed Python, numpy and the Keras backend; make TensorFlow ops deterministic."""
+    """Seed Python, numpy and the Keras backend; make TensorFlow ops deterministic.
+
+    Keras seeds every unseeded layer (dropout, mixed pooling) from Python's
+    global ``random``, which other threads of the process draw from too (a
+    Dask worker's heartbeats do), so those draws get a private generator with
+    the same stream: the same seed gives the same network in any process.
+    """
     keras.utils.set_random_seed(int(seed))
+    from keras.src.random import seed_generator  # Keras' one source of default seeds
+
+    if hasattr(seed_generator, "python_random"):
+        seed_generator.python_random = random.Random(int(seed))  # the stream random.seed(seed) starts
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf  # only under the TensorFlow backend
 
@@ -206,7 +217,10 @@ def train_fold(run_dir: str | Path, fold: dict, cfg: dict, cache, stages=STAGES,
 def run_stage(run_dir: str | Path, stage: str, which: str | int | list[int] = "all", verbose: int = 2):
     """Train one stage for the selected folds of a run, building or reusing the slice cache.
 
-    This is what notebooks 04 (liver) and 05 (lesion) call.
+    This is what notebooks 04 (liver) and 05 (lesion) call. The folds train
+    one after another in this process, or as tasks of a Dask cluster when the
+    run's ``executor.kind`` is ``dask`` (:mod:`liverlib.inference.executors`);
+    the models are the same either way.
 
     Returns
     -------
@@ -214,15 +228,40 @@ def run_stage(run_dir: str | Path, stage: str, which: str | int | list[int] = "a
     history : pandas.DataFrame
         Every selected fold's history, with a ``fold`` column.
     """
+    from liverlib.inference import executors  # light; Dask itself only for kind "dask"
+
     cfg = load_run(run_dir)
     run = RunFolder(Path(run_dir))
-    cache = open_cache(cfg, progress=bool(verbose))
-    tables = []
-    models = CompiledModels()
-    for fold in select_folds(read_splits(run.splits), which):
-        history = train_fold(run_dir, fold, cfg, cache, stages=(stage,), verbose=verbose, models=models)
-        tables.append(history.assign(fold=fold["fold"]))
+    cache = open_cache(cfg, progress=bool(verbose))  # built here, once, before any worker reads it
+    selected = select_folds(read_splits(run.splits), which)
+    if executors.uses_dask(cfg):
+        todo = [fold["fold"] for fold in selected if not stage_complete(run.model_dir(fold["fold"]), stage)]
+        with executors.dask_client(cfg) as client:
+            futures = [executors.submit(client, train_fold_task, str(run.root), k, stage,
+                                        name=f"train-{stage}-fold-{k}", cfg=cfg, training=True) for k in todo]
+            for k in executors.results(futures):
+                if verbose:
+                    print(f"fold {k} {stage}: trained by a Dask worker", flush=True)
+    else:
+        models = CompiledModels()
+        for fold in selected:
+            train_fold(run_dir, fold, cfg, cache, stages=(stage,), verbose=verbose, models=models)
+    tables = [read_history(run.model_dir(fold["fold"])).assign(fold=fold["fold"]) for fold in selected]
     return cache, pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+
+
+_WORKER_MODELS = CompiledModels()  # a Dask worker's compiled networks, reused by the folds it trains
+
+
+def train_fold_task(run_dir: str, fold: int, stage: str) -> int:
+    """One fold's stage, as a Dask task: everything it needs is read from the run folder.
+
+    Returns the fold's number once its model and history are written.
+    """
+    cfg = load_run(run_dir)
+    entry = select_folds(read_splits(RunFolder(Path(run_dir)).splits), fold)[0]
+    train_fold(run_dir, entry, cfg, open_cache(cfg, progress=False), stages=(stage,), verbose=0, models=_WORKER_MODELS)
+    return fold
 
 
 def sample_batch(cache, stage: str, case_ids: list[int], cfg: dict, seed: int = 0):

@@ -22,8 +22,10 @@ EXIT_INTERRUPTED = 130
 def _cmd_phantoms(args: argparse.Namespace) -> int:
     from liverlib.data.phantoms import write_cohort
 
-    paths = write_cohort(args.out, cases=args.cases, seed=args.seed, size=args.size, workers=args.workers)
-    print(f"wrote {len(paths)} phantom cases to {args.out} (seed {args.seed})")
+    size = args.size or (512 if args.geometry == "lits" else defaults("data")["phantom_size"])
+    paths = write_cohort(args.out, cases=args.cases, seed=args.seed, size=size, workers=args.workers,
+                         geometry=None if args.geometry == "cohort" else args.geometry)
+    print(f"wrote {len(paths)} phantom cases to {args.out} (seed {args.seed}, {args.geometry} geometry, {size} px)")
     return 0
 
 
@@ -76,8 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cases", type=int, default=cohort["phantom_cases"],
                    help=f"number of cases (default {cohort['phantom_cases']})")
     p.add_argument("--seed", type=int, default=cohort["phantom_seed"], help=f"cohort seed (default {cohort['phantom_seed']})")
-    p.add_argument("--size", type=int, default=cohort["phantom_size"],
-                   help=f"in-plane voxels (default {cohort['phantom_size']})")
+    p.add_argument("--size", type=int, default=None,
+                   help=f"in-plane voxels (default {cohort['phantom_size']}; 512 with --geometry lits)")
+    p.add_argument("--geometry", choices=("cohort", "lits"), default="cohort",
+                   help="cohort: the default cohort's scans (crops, 40-200 planes); lits: LiTS's geometry "
+                        "(512 x 512, 0.55-1 mm pixels, 74-987 planes 0.7-5 mm apart), for scale tests")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel processes")
     p.set_defaults(func=_cmd_phantoms)
 

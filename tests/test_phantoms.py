@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 
 import nibabel as nib
@@ -146,6 +147,33 @@ def test_n_slices_and_size_are_honoured():
     assert ph.image.shape == ph.label.shape == ph.tissues.shape == (30, 72, 72)
     assert ph.image.dtype == np.float32 and ph.label.dtype == np.uint8
     assert np.array_equal(ph.image, np.rint(ph.image))  # integer HU, as stored
+
+
+def test_lits_geometry_draws_lits_sizes():
+    from liverlib.data.phantoms.scanner import LITS_SPACINGS, lits_geometry
+
+    rng = np.random.default_rng(0)
+    draws = [lits_geometry(rng) for _ in range(2000)]
+    planes = np.array([n for n, _ in draws])
+    assert planes.min() == 74 and planes.max() == 987  # both of LiTS's extremes occur
+    assert {dz for _, dz in draws} == set(LITS_SPACINGS)
+    assert 350 < planes.mean() < 500  # LiTS: 58,638 planes over 131 volumes, 448 a volume
+
+
+def test_lits_phantom_has_lits_geometry_and_the_cohort_is_unchanged(tmp_path):
+    ph = make_phantom(3, size=512, geometry=(74, 5.0))
+    assert ph.image.shape == (74, 512, 512) and ph.spacing[0] == 5.0
+    assert 0.55 <= ph.spacing[1] == ph.spacing[2] <= 1.0
+    assert ph.meta["crop"] is False and ph.meta["geometry"] == [74, 5.0] and ph.label.any()
+    case = load_case(discover(write_cohort(tmp_path / "lits", cases=1, seed=10, size=512, geometry="lits")[0].parent)[0])
+    assert case.image.shape == (92, 512, 512) and case.spacing[0] == 5.0  # seed 10, case 0: 92 planes 5 mm apart
+    with pytest.raises(ValueError, match="geometry must be None, 'lits' or"):
+        make_phantom(0, geometry=(4, 1.0))
+    # the geometry's generator is a fifth child of the case's seed: the cohort's four are untouched
+    default = make_phantom(0, size=128)
+    digest = hashlib.sha1(default.image.tobytes() + default.label.tobytes()).hexdigest()[:12]
+    assert default.meta["geometry"] is None
+    assert digest == "d85e64d028ef", "the default cohort changed: bump GENERATOR_VERSION and this digest together"
 
 
 # --------------------------------------------------------------------------- files

@@ -22,6 +22,7 @@ from liverlib.data.phantoms.scanner import (
     _draw_scan,
     _render_grid,
     _Scan,
+    lits_geometry,
 )
 from liverlib.data.phantoms.shapes import _Field, _upsample
 from liverlib.data.phantoms.tissues import _GAS_HU, TISSUES
@@ -86,7 +87,8 @@ class Phantom:
     meta: dict = field(default_factory=dict)
 
 
-def make_phantom(case_id: int, seed: int = 7, size: int = 256, n_slices: int | None = None) -> Phantom:
+def make_phantom(case_id: int, seed: int = 7, size: int = 256, n_slices: int | None = None,
+                 geometry: str | tuple[int, float] | None = None) -> Phantom:
     """Render one synthetic abdominal CT case.
 
     Parameters
@@ -100,6 +102,13 @@ def make_phantom(case_id: int, seed: int = 7, size: int = 256, n_slices: int | N
     n_slices : int, optional
         Number of axial planes. By default a slice spacing of 0.7-5 mm is drawn
         that gives 40-200 planes over the scanned range.
+    geometry : {None, "lits"} or (planes, spacing_mm), optional
+        None: the cohort's scanner, with crops to the liver and 40-200 planes.
+        ``"lits"``: LiTS's geometry, drawn per case from its own generator
+        (:func:`~liverlib.data.phantoms.scanner.lits_geometry`: 74-987 planes
+        0.7-5 mm apart, pixels of 0.55-1 mm when ``size`` is 512, no crops).
+        A tuple fixes the planes and their spacing, otherwise as ``"lits"``.
+        ``n_slices`` is then ignored.
 
     Returns
     -------
@@ -112,11 +121,12 @@ def make_phantom(case_id: int, seed: int = 7, size: int = 256, n_slices: int | N
     if case_id < 0:
         raise ValueError(f"case_id must be >= 0, got {case_id}")
     # independent generators, so that a case does not depend on size, n_slices or the other cases
-    rng_anat, rng_scan, rng_lesion, rng_noise = (
-        np.random.default_rng(s) for s in np.random.SeedSequence([int(seed), int(case_id)]).spawn(4)
-    )
+    rng_anat, rng_scan, rng_lesion, rng_noise, rng_geometry = (
+        np.random.default_rng(s) for s in np.random.SeedSequence([int(seed), int(case_id)]).spawn(5)
+    )  # (spawned children depend on their index only: the first four are those of the cohort before geometry)
+    lits = _lits_planes(geometry, rng_geometry)
     anat, scale, fields, coarse = _sample_patient(rng_anat)
-    scan = _draw_scan(rng_scan, anat, scale, coarse, size, n_slices)
+    scan = _draw_scan(rng_scan, anat, scale, coarse, size, n_slices, lits)
     _add_fields(fields, rng_anat, scan)
     lesions_spec = _sample_lesions(rng_lesion, anat, coarse, scan.dz, scan.phase, scale)
     img, tis, facts, f_z = _render_volume(anat, fields, scan, scale, lesions_spec, size)
@@ -126,7 +136,18 @@ def make_phantom(case_id: int, seed: int = 7, size: int = 256, n_slices: int | N
     label[tis == TISSUES["lesion"]] = 2
     spacing = (float(scan.dz), float(scan.px), float(scan.px))
     meta = _meta(scan, scale, facts, label, spacing, seed, size, n_slices)
+    meta["geometry"] = None if geometry is None else "lits" if geometry == "lits" else [lits[0], lits[1]]
     return Phantom(int(case_id), img, label, tis, spacing, scan.axcodes, meta)
+
+
+def _lits_planes(geometry, rng) -> tuple[int, float] | None:
+    if geometry is None:
+        return None
+    if geometry == "lits":
+        return lits_geometry(rng)
+    if isinstance(geometry, str) or len(geometry) != 2 or int(geometry[0]) < 8 or not 0.1 <= float(geometry[1]) <= 10:
+        raise ValueError(f"geometry must be None, 'lits' or (planes >= 8, spacing_mm in [0.1, 10]), got {geometry!r}")
+    return int(geometry[0]), float(geometry[1])
 
 
 def _sample_patient(rng) -> tuple[_Anatomy, np.ndarray, dict, tuple]:
@@ -215,9 +236,11 @@ def _meta(scan: _Scan, scale, facts, label, spacing, seed, size, n_slices) -> di
     }
 
 
-def _tag(seed: int, case: int, size: int, n_slices: int | None) -> str:
-    """What the NIfTI ``descrip`` field records, so that a rerun knows what a file holds."""
+def _tag(seed: int, case: int, size: int, n_slices: int | None, geometry=None) -> str:
+    """What the NIfTI ``descrip`` field records (at most 80 bytes), so that a rerun knows what a file holds."""
     slices = "auto" if n_slices is None else n_slices
+    if geometry is not None:
+        slices = "lits" if geometry == "lits" else f"{geometry[0]}x{geometry[1]}mm"
     return f"liverlib phantom v{GENERATOR_VERSION} seed={seed} case={case} size={size} slices={slices}"
 
 
@@ -242,7 +265,8 @@ def write_case(phantom: Phantom, out_dir) -> tuple[Path, Path]:
     intercept = float(phantom.meta.get("rescale_intercept", 0.0))
     raw = geometry.to_stored(np.rint(phantom.image - intercept).astype(np.int16))
     seg = geometry.to_stored(phantom.label.astype(np.uint8))
-    tag = _tag(phantom.meta["seed"], phantom.case_id, phantom.meta["size"], phantom.meta.get("n_slices"))
+    tag = _tag(phantom.meta["seed"], phantom.case_id, phantom.meta["size"], phantom.meta.get("n_slices"),
+               phantom.meta.get("geometry"))
     vol_path, seg_path = _paths(out_dir, phantom.case_id)
     for data, path, dtype in ((raw, vol_path, np.int16), (seg, seg_path, np.uint8)):
         img = nib.Nifti1Image(data, affine)
@@ -258,12 +282,12 @@ def write_case(phantom: Phantom, out_dir) -> tuple[Path, Path]:
     return vol_path, seg_path
 
 
-def _complete(out_dir: Path, case_id: int, seed: int, size: int) -> bool:
+def _complete(out_dir: Path, case_id: int, seed: int, size: int, geometry=None) -> bool:
     """Both files exist, carry this cohort's tag and load."""
     vol_path, seg_path = _paths(out_dir, case_id)
     if not (vol_path.is_file() and seg_path.is_file()):
         return False
-    tag = _tag(seed, case_id, size, None)
+    tag = _tag(seed, case_id, size, None, geometry)
     try:
         for path in (vol_path, seg_path):
             descrip = nib.load(str(path)).header["descrip"].item().decode(errors="replace")
@@ -275,12 +299,13 @@ def _complete(out_dir: Path, case_id: int, seed: int, size: int) -> bool:
     return True
 
 
-def _make_and_write(case_id: int, seed: int, size: int, out_dir: str) -> int:
-    write_case(make_phantom(case_id, seed=seed, size=size), out_dir)
+def _make_and_write(case_id: int, seed: int, size: int, out_dir: str, geometry=None) -> int:
+    write_case(make_phantom(case_id, seed=seed, size=size, geometry=geometry), out_dir)
     return case_id
 
 
-def write_cohort(out_dir, cases: int = 20, seed: int = 7, size: int = 256, workers: int = 1) -> list[Path]:
+def write_cohort(out_dir, cases: int = 20, seed: int = 7, size: int = 256, workers: int = 1,
+                 geometry: str | None = None) -> list[Path]:
     """Write a synthetic cohort in the LiTS layout.
 
     Cases already complete (both files present, loadable and written with the
@@ -296,6 +321,8 @@ def write_cohort(out_dir, cases: int = 20, seed: int = 7, size: int = 256, worke
         In-plane pixels, at least 64.
     workers : int
         Parallel processes; 1 renders in this process.
+    geometry : {None, "lits"}
+        ``"lits"``: LiTS's geometry (:func:`make_phantom`); use ``size=512``.
 
     Returns
     -------
@@ -314,17 +341,17 @@ def write_cohort(out_dir, cases: int = 20, seed: int = 7, size: int = 256, worke
     if out_dir.exists() and not out_dir.is_dir():
         raise DataError("exists and is not a folder", out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    todo = [k for k in range(cases) if not _complete(out_dir, k, seed, size)]
+    todo = [k for k in range(cases) if not _complete(out_dir, k, seed, size, geometry)]
     with tqdm(total=cases, initial=cases - len(todo), desc="phantoms", unit="case", disable=None) as bar:
         if workers == 1 or len(todo) <= 1:
             for k in todo:
-                _make_and_write(k, seed, size, str(out_dir))
+                _make_and_write(k, seed, size, str(out_dir), geometry)
                 bar.update(1)
         else:
             # spawn: safe even when the caller has threads (TensorFlow) running
             ctx = multiprocessing.get_context("spawn")
             with concurrent.futures.ProcessPoolExecutor(min(workers, len(todo)), mp_context=ctx) as pool:
-                futures = [pool.submit(_make_and_write, k, seed, size, str(out_dir)) for k in todo]
+                futures = [pool.submit(_make_and_write, k, seed, size, str(out_dir), geometry) for k in todo]
                 for fut in concurrent.futures.as_completed(futures):
                     fut.result()
                     bar.update(1)

@@ -38,6 +38,19 @@ _MAX_PLANES = 200
 _CROP_P = 0.25  # share of images cropped around the liver
 _CUT_P = 0.15  # share of the others with the body cut by the field's edge (large patient, small field)
 _BAND_MM = 10.0  # the artefact patterns change once per band of planes this thick
+# LiTS (Bilic et al. 2023): 512 x 512 planes of 0.55-1.0 mm pixels, 0.7-5 mm apart, 74-987 planes a volume
+LITS_SIZE = 512
+LITS_PIXEL_MM = (0.55, 1.0)
+LITS_PLANES = (74, 987)
+LITS_SPACINGS = (0.7, 0.8, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0)
+_LITS_SPACING_P = (0.15, 0.15, 0.15, 0.05, 0.05, 0.1, 0.1, 0.05, 0.05, 0.15)  # thin and 5 mm reconstructions common
+
+
+def lits_geometry(rng) -> tuple[int, float]:
+    """(planes, spacing in mm) of a LiTS-like volume: a spacing, then a scanned length of 250-800 mm."""
+    dz = float(rng.choice(LITS_SPACINGS, p=_LITS_SPACING_P))
+    planes = int(round(rng.uniform(250.0, 800.0) / dz))
+    return int(np.clip(planes, *LITS_PLANES)), dz
 
 
 @dataclass
@@ -72,12 +85,23 @@ class _Scan:
     artefacts: dict  # see _draw_artefacts
 
 
-def _draw_scan(rng, anat: _Anatomy, scale, coarse, size: int, n_slices: int | None) -> _Scan:
-    """Draw the scanner of one case around the liver (``coarse``: the liver's grid (z, y, x, sdf), standard frame)."""
+def _draw_scan(rng, anat: _Anatomy, scale, coarse, size: int, n_slices: int | None,
+               lits: tuple[int, float] | None = None) -> _Scan:
+    """Draw the scanner of one case around the liver (``coarse``: the liver's grid (z, y, x, sdf), standard frame).
+
+    ``lits`` = (planes, spacing in mm) gives LiTS's geometry instead: that many
+    planes, never a crop, pixels of 0.55-1 mm (:func:`lits_geometry` draws it).
+    """
     lo, hi = _liver_box(coarse)
     phase = PHASES[rng.choice(len(PHASES), p=[0.15, 0.2, 0.5, 0.15])]
     crop = bool(rng.random() < _CROP_P)
-    if crop:  # tight around the liver, as in liver-only series and cropped exports
+    if lits is not None:  # the liver near the top of the range, the rest below it, as in LiTS's long scans
+        crop = False
+        span = lits[0] * lits[1] / scale[0]
+        slack = span - (hi[0] - lo[0])
+        z_top = hi[0] + (min(rng.uniform(10.0, 60.0), slack) if slack > 0 else slack / 2.0)
+        z_bot = z_top - span
+    elif crop:  # tight around the liver, as in liver-only series and cropped exports
         z_top = hi[0] + rng.uniform(0.0, 25.0) / scale[0]
         z_bot = lo[0] - rng.uniform(0.0, 25.0) / scale[0]
     else:
@@ -86,16 +110,18 @@ def _draw_scan(rng, anat: _Anatomy, scale, coarse, size: int, n_slices: int | No
     coverage = (z_top - z_bot) * scale[0]
     # (always drawn, so that the other draws do not depend on n_slices)
     options = [s for s in _SLICE_SPACINGS if 40 <= coverage / s <= _MAX_PLANES] or [coverage / 100.0]
-    dz = float(rng.choice(options))
+    dz = float(rng.choice(options)) if lits is None else float(lits[1])
     # reconstructions are contiguous or overlapping: thickness from 0.8x to 2x the spacing
     thickness = float(rng.uniform(max(0.7, 0.8 * dz), min(5.0, max(2.0 * dz, 0.8 * dz + 0.1))))
-    n = int(round(coverage / dz))
-    if n_slices is not None:
+    n = int(round(coverage / dz)) if lits is None else int(lits[0])
+    if n_slices is not None and lits is None:
         n = int(n_slices)
         dz = round(coverage / n, 3)
     heights = np.linspace(z_bot, z_top, 12)
     outline_y, outline_x = _outline(anat, heights, scale)
     fov, offset_y, offset_x, body_cut = _draw_field(rng, outline_y, outline_x, lo, hi, scale, crop)
+    if lits is not None:
+        fov = float(np.clip(fov, LITS_PIXEL_MM[0] * size, LITS_PIXEL_MM[1] * size))
     by, bx = outline_y[:-1].reshape(12, -1), outline_x[:-1].reshape(12, -1)  # (without the table)
     body_ellipse = np.stack([(heights - z_bot) * scale[0], (by.max(1) + by.min(1)) / 2 + offset_y,
                              (bx.max(1) + bx.min(1)) / 2 + offset_x, np.ptp(by, 1) / 2, np.ptp(bx, 1) / 2], axis=1)

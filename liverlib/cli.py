@@ -60,6 +60,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
+    if args.scale:
+        from liverlib.bench.scale import run_scale_benchmark
+
+        return run_scale_benchmark(out=args.out)
     from liverlib.bench import run_benchmarks
 
     return run_benchmarks(out=args.out)
@@ -122,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="speed and memory benchmarks")
     p.add_argument("--out", type=Path, default=None, help="JSON file (default: stdout)")
+    p.add_argument("--scale", action="store_true",
+                   help="instead: LiTS-sized volumes up to 512 x 512 x 987, seconds and peak memory of cache build, "
+                        "prediction and evaluation for 1 and 4 cases (about 15 min)")
     p.set_defaults(func=_cmd_bench)
     return parser
 

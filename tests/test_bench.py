@@ -221,3 +221,23 @@ def test_bfloat16_prediction_is_skipped_on_a_cpu_without_bfloat16_units(monkeypa
     monkeypatch.setattr(bench, "has_bf16_units", lambda: True)
     assert bench.measure(bench.QUICK, log=lambda line: None)["predict_s_per_volume_bfloat16"] == 2.0
     assert calls == ["float32", "float32", "bfloat16"]
+
+
+def test_scale_bench_measures_each_step_for_one_and_four_cases(tmp_path):
+    """`liverlib bench --scale` on tiny LiTS-geometry volumes: every step runs, and streams."""
+    from liverlib.bench.scale import STEPS, bench_scale
+
+    result = bench_scale(tmp_path, cases=((16, 5.0), (12, 5.0), (12, 4.0), (10, 5.0)), log=lambda line: None)
+    assert [p["shape"] for p in result["phantoms"]] == [[16, 512, 512], [12, 512, 512], [12, 512, 512], [10, 512, 512]]
+    four = result["four_cases"]
+    assert [r["planes"] for r in four["predict"]["cases"]] == [16, 12, 12, 10]
+    assert len(four["evaluate"]["seconds_per_case"]) == 4 and four["cache"]["planes"] == 50
+    assert result["one_case"]["cache"]["planes"] == 16
+    for step in STEPS:
+        peaks = result["peak_rss_mb"][step]
+        # the cache build starts its worker processes only for more than one case
+        bound = (1 + four["cache"]["workers"]) if step == "cache" else 1.5
+        assert 100 < peaks["one_case"] and peaks["four_cases"] < bound * peaks["one_case"], (step, peaks)
+        assert result["lits_extrapolated_h"][step] == pytest.approx(result["seconds_per_plane"][step] * 58638 / 3600)
+    # every case was predicted and its labels written where the evaluation found them
+    assert len(list((tmp_path / "four_cases" / "run").rglob("segmentation-*.nii.gz"))) == 8

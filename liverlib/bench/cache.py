@@ -37,7 +37,7 @@ from liverlib.data import discover
 from liverlib.data.cache import build_cache
 from liverlib.data.phantoms import make_phantom, write_case
 
-__all__ = ["write_phantoms", "bench_cache_speed", "peak_build_rss_mb", "bench_cache_memory"]
+__all__ = ["write_phantoms", "bench_cache_speed", "peak_build_rss_mb", "bench_cache_memory", "sample_peak_rss"]
 
 
 def write_phantoms(folder: Path, sizes: BenchSizes) -> None:
@@ -143,6 +143,13 @@ def _tree_rss(process) -> int:
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
     return total
+
+
+def sample_peak_rss(proc: subprocess.Popen) -> int:
+    """Largest RSS (bytes) of ``proc`` and its children, sampled every 10 ms until it exits (psutil)."""
+    import psutil
+
+    return _sample_peak(proc, psutil)
 
 
 def _sample_peak(proc: subprocess.Popen, psutil) -> int:

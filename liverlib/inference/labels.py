@@ -191,10 +191,12 @@ def lesions_in_liver(liver: np.ndarray, lesion: np.ndarray, min_inside: float = 
     if not 0.0 <= float(min_inside) <= 1.0:
         raise ValueError(f"min_inside must lie in [0, 1], got {min_inside!r}")
     labels = liver.astype(np.uint8)
-    if lesion.any():
+    box = bounding_box(lesion)  # every component lies in it: label there, not over a whole LiTS volume
+    if box is not None:
+        lesion, liver = lesion[box], liver[box]
         components, size = connected_components(lesion)
         inside = np.bincount(components[liver], minlength=len(size))
         whole = (inside > 0) & (inside >= float(min_inside) * size)
         whole[0] = False
-        labels[whole[components] | (lesion & liver)] = 2
+        labels[box][whole[components] | (lesion & liver)] = 2  # (a view: basic slices)
     return labels

@@ -8,14 +8,15 @@ with :func:`liverlib.training.folds.run_stage`, exactly as notebooks 04 and 05
 do, and reports:
 
 ``slices_per_s``
-    Training slices per second of each stage, from the epochs after the first
-    (the first compiles the step).
+    Training slices per second of each stage over all its epochs: the first
+    epoch's compilation and every epoch's validation included, so give it a
+    few epochs (the default 3) for a rate close to the steady one.
 ``fold_s``
     Wall seconds of each stage's fold, the first epoch included.
 ``lits_epoch_slices``
     Slices one epoch of each stage would see on LiTS: the slice cache's slices
     per plane on these phantoms, times LiTS's 58,638 planes, times the share of
-    a fold's scans that are fitted.
+    the scans a fold of the 10-fold paper run fits (0.9 x 0.9).
 ``paper_run_h``
     10 folds x 2 stages x the profile's 20 epochs at the measured rates, and
     ``one_model_h`` (one stage of one fold), against the paper's 3 h for one
@@ -55,14 +56,15 @@ def measure_paper_fold(work: Path, cases: int, epochs: int, steps: int = 0, fold
     cfg = init_run(run_dir, "paper", overrides)
     full_epochs = int(resolve("paper")["train"]["epochs"])  # what the 10-fold run trains: the paper's 20
     all_cases = dataset_cases(cfg)
-    folds_list = splits.run_splits([c.case_id for c in all_cases], cfg["folds"], cfg["seed"],
+    splits.run_splits([c.case_id for c in all_cases], cfg["folds"], cfg["seed"],
                                    cfg["train"]["validation_fraction"], RunFolder(run_dir).splits)
     t0 = time.perf_counter()
     cache = open_cache(cfg, progress=False)
     cache_s = time.perf_counter() - t0
     stats = cache.stats()
     planes = float(stats["planes"].sum())
-    fit_share = len(splits.fit_and_val(folds_list[0])[0]) / len(all_cases)
+    paper = resolve("paper")
+    fit_share = (1 - 1 / paper["folds"]) * (1 - paper["train"]["validation_fraction"])  # of LiTS, per fold
     result = {"cases": cases, "planes": int(planes), "phantoms_s": phantoms_s, "cache_s": cache_s,
               "epochs": epochs, "steps_per_epoch": steps, "fit_share": fit_share,
               "slices_per_s": {}, "fold_s": {}, "lits_epoch_slices": {}, "one_model_h": {}}
@@ -78,7 +80,7 @@ def measure_paper_fold(work: Path, cases: int, epochs: int, steps: int = 0, fold
         lits = float(stats[column].sum()) / planes * LITS_PLANES_TOTAL * fit_share
         result["lits_epoch_slices"][stage] = lits
         result["one_model_h"][stage] = lits * full_epochs / result["slices_per_s"][stage] / 3600
-    result["paper_run_h"] = 10 * sum(result["one_model_h"].values())
+    result["paper_run_h"] = paper["folds"] * sum(result["one_model_h"].values())
     result["paper_one_model_h_gtx960"] = PAPER_ONE_MODEL_H
     result["seconds"] = time.perf_counter() - started
     return result

@@ -33,6 +33,20 @@ def test_executor_settings_are_checked():
         executors.executor_settings(resolve("smoke", ["executor.kind=slurm"]))
 
 
+def test_tasks_carry_retries_and_training_asks_for_gpus():
+    class Recorder:
+        def submit(self, function, *args, **kwargs):
+            self.args, self.kwargs = args, kwargs
+
+    cfg = resolve("smoke", ["executor.kind=dask", "executor.training_gpus=1", "executor.retries=3"])
+    client = Recorder()
+    executors.submit(client, print, "run", 3, name="train-liver-fold-3", cfg=cfg, training=True)
+    assert client.args == ("run", 3) and client.kwargs["resources"] == {"GPU": 1} and client.kwargs["retries"] == 3
+    assert client.kwargs["key"].startswith("train-liver-fold-3-") and client.kwargs["pure"] is False
+    executors.submit(client, print, name="predict-case-1", cfg=cfg)
+    assert client.kwargs["resources"] is None  # only training needs a GPU
+
+
 def test_unreachable_scheduler_is_one_clear_line(monkeypatch):
     monkeypatch.setattr(executors, "CONNECT_TIMEOUT", "2s")
     cfg = resolve("smoke", ["executor.kind=dask", "executor.address=tcp://127.0.0.1:9"])

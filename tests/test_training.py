@@ -130,12 +130,20 @@ def test_seeded_layers_ignore_other_threads_draws_on_python_random():
 
     import keras
 
-    from liverlib.training.folds import set_seed
+    from liverlib.training.folds import private_layer_seeds, set_seed
 
     def dropout_state(interleave: bool):
         set_seed(11)
-        if interleave:
-            random.random()  # what a heartbeat thread may do between the seeding and the build
-        return np.asarray(keras.layers.Dropout(0.5).seed_generator.state)
+        with private_layer_seeds(11):
+            if interleave:
+                random.random()  # what a heartbeat thread may do between the seeding and the build
+            layer = keras.layers.Dropout(0.5)
+        return np.asarray(layer.seed_generator.state), random.random()
 
-    np.testing.assert_array_equal(dropout_state(False), dropout_state(True))
+    (alone, after), (interleaved, _) = dropout_state(False), dropout_state(True)
+    np.testing.assert_array_equal(alone, interleaved)
+    # the seeds and the global stream after the block are those of a plain build
+    keras.utils.set_random_seed(11)
+    plain = np.asarray(keras.layers.Dropout(0.5).seed_generator.state)
+    np.testing.assert_array_equal(alone, plain)
+    assert after == random.random()  # the global stream goes on as if the build had drawn from it

@@ -21,7 +21,9 @@ from __future__ import annotations
 import json
 import random
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import keras
 import numpy as np
@@ -37,22 +39,37 @@ from liverlib.runfolder import RunFolder, load_run
 
 
 def set_seed(seed: int) -> None:
-    """Seed Python, numpy and the Keras backend; make TensorFlow ops deterministic.
-
-    Keras seeds every unseeded layer (dropout, mixed pooling) from Python's
-    global ``random``, which other threads of the process draw from too (a
-    Dask worker's heartbeats do), so those draws get a private generator with
-    the same stream: the same seed gives the same network in any process.
-    """
+    """Seed Python, numpy and the Keras backend; make TensorFlow ops deterministic."""
     keras.utils.set_random_seed(int(seed))
-    from keras.src.random import seed_generator  # Keras' one source of default seeds
-
-    if hasattr(seed_generator, "python_random"):
-        seed_generator.python_random = random.Random(int(seed))  # the stream random.seed(seed) starts
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf  # only under the TensorFlow backend
 
         tf.config.experimental.enable_op_determinism()
+
+
+@contextmanager
+def private_layer_seeds(seed: int) -> Iterator[None]:
+    """Build networks whose unseeded layers get the seeds that ``set_seed(seed)`` gives, whatever other threads do.
+
+    Keras seeds every unseeded layer (dropout, mixed pooling) from Python's
+    global ``random``, which other threads of the process draw from too (a
+    Dask worker's do). Inside this block Keras draws from a private generator
+    on the stream ``random.seed(seed)`` starts; on exit the global generator
+    continues from where the private one stopped, as if the draws had been
+    its own. Call it right after :func:`set_seed`.
+    """
+    from keras.src.random import seed_generator  # Keras' one source of default seeds
+
+    if not hasattr(seed_generator, "python_random"):  # another Keras: nothing to isolate
+        yield
+        return
+    shared, private = seed_generator.python_random, random.Random(int(seed))
+    seed_generator.python_random = private
+    try:
+        yield
+    finally:
+        seed_generator.python_random = shared
+        random.setstate(private.getstate())
 
 
 def stage_seed(seed: int, fold: int, stage: str) -> int:
@@ -139,7 +156,8 @@ def train_stage(cache, stage: str, train_ids: list[int], val_ids: list[int], cfg
         raise ValueError("training and validation scans overlap")
     cfg = stage_config(cfg, stage)  # the lesion network may differ (lesion_stage section)
     set_seed(seed)
-    model = (models or CompiledModels()).fresh(cfg)
+    with private_layer_seeds(seed):
+        model = (models or CompiledModels()).fresh(cfg)
     train_data = _dataset(cache, train_ids, stage, cfg, seed, training=True)
     val_data = _dataset(cache, val_ids, stage, cfg, seed, training=False) if val_ids else None
     # The final weights are kept, as in the paper (20 epochs, no early stopping);

@@ -57,6 +57,11 @@ def test_console_script_has_no_traceback(tmp_path):
     result = subprocess.run([exe, "run", "--set", "train.bogus=1"], capture_output=True, text=True)
     assert result.returncode == 2 and "unknown config key 'train.bogus'" in result.stderr
     assert "Traceback" not in result.stderr
+    out = tmp_path / "never"
+    result = subprocess.run([exe, "run", "--out", str(out), "--set", "executor.kind=slurm"], capture_output=True, text=True)
+    assert result.returncode == 2 and "executor.kind must be one of local, dask, got 'slurm'" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not out.exists()  # refused before anything starts
 
 
 def test_usage_errors_exit_2(capsys):

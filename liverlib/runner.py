@@ -112,7 +112,8 @@ def run(profile: str = "default", out: str | Path | None = None, overrides: list
     run_folder = RunFolder(Path(out or Path("runs") / profile).resolve())
     if run_folder.config.is_file():
         previous = config_module.read_config(run_folder.config)
-        changed = sorted(_diff(previous, cfg) - set(_where_keys(previous, cfg)))
+        # the executor says where the run computes, not what: it may change on resume
+        changed = sorted(_diff({**previous, "executor": None}, {**cfg, "executor": None}))
         if changed:
             raise LiverlibError(
                 f"this run folder was made with another config ({', '.join(changed[:4])}); "
@@ -169,11 +170,6 @@ def _stopping(ticker: ProgressTicker):
         yield
     finally:
         ticker.stop()
-
-
-def _where_keys(a: dict, b: dict) -> list[str]:
-    """Keys that say where a run computes, not what: a run may resume under another executor."""
-    return [f"executor.{key}" for key in set(a.get("executor") or {}) | set(b.get("executor") or {})] + ["executor"]
 
 
 def _diff(a: dict, b: dict, prefix: str = "") -> set[str]:

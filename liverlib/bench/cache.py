@@ -37,7 +37,7 @@ from liverlib.data import discover
 from liverlib.data.cache import build_cache
 from liverlib.data.phantoms import make_phantom, write_case
 
-__all__ = ["write_phantoms", "bench_cache_speed", "peak_build_rss_mb", "bench_cache_memory", "sample_peak_rss"]
+__all__ = ["write_phantoms", "bench_cache_speed", "peak_build_rss_mb", "bench_cache_memory", "child_env", "sample_peak_rss"]
 
 
 def write_phantoms(folder: Path, sizes: BenchSizes) -> None:
@@ -145,6 +145,16 @@ def _tree_rss(process) -> int:
     return total
 
 
+def child_env() -> dict[str, str]:
+    """This process's environment, with this liverlib first on ``PYTHONPATH``: for a benchmark's fresh process."""
+    import liverlib
+
+    env = dict(os.environ)
+    package_root = str(Path(liverlib.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    return env
+
+
 def sample_peak_rss(proc: subprocess.Popen) -> int:
     """Largest RSS (bytes) of ``proc`` and its children, sampled every 10 ms until it exits (psutil)."""
     import psutil
@@ -173,11 +183,7 @@ def peak_build_rss_mb(data_dir: Path, cache_dir: Path, preprocess_cfg: dict, wor
     psutil, the process's own peak plus ``workers`` times its largest child's
     (an upper bound).
     """
-    import liverlib
-
-    env = dict(os.environ)
-    package_root = str(Path(liverlib.__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    env = child_env()
     command = [sys.executable, "-c", _BUILD_SCRIPT, str(data_dir), str(cache_dir), json.dumps(preprocess_cfg), str(workers)]
     try:
         import psutil

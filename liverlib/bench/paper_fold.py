@@ -54,16 +54,15 @@ def measure_paper_fold(work: Path, cases: int, epochs: int, steps: int = 0, fold
         overrides.append(f"train.steps_per_epoch={steps}")
     run_dir = work / "run"
     cfg = init_run(run_dir, "paper", overrides)
-    full_epochs = int(resolve("paper")["train"]["epochs"])  # what the 10-fold run trains: the paper's 20
     all_cases = dataset_cases(cfg)
     splits.run_splits([c.case_id for c in all_cases], cfg["folds"], cfg["seed"],
-                                   cfg["train"]["validation_fraction"], RunFolder(run_dir).splits)
+                      cfg["train"]["validation_fraction"], RunFolder(run_dir).splits)
     t0 = time.perf_counter()
     cache = open_cache(cfg, progress=False)
     cache_s = time.perf_counter() - t0
     stats = cache.stats()
     planes = float(stats["planes"].sum())
-    paper = resolve("paper")
+    paper = resolve("paper")  # what the 10-fold run trains: its folds, validation share and 20 epochs
     fit_share = (1 - 1 / paper["folds"]) * (1 - paper["train"]["validation_fraction"])  # of LiTS, per fold
     result = {"cases": cases, "planes": int(planes), "phantoms_s": phantoms_s, "cache_s": cache_s,
               "epochs": epochs, "steps_per_epoch": steps, "fit_share": fit_share,
@@ -73,13 +72,11 @@ def measure_paper_fold(work: Path, cases: int, epochs: int, steps: int = 0, fold
         _, history = run_stage(run_dir, stage, 0, verbose=2)
         result["fold_s"][stage] = time.perf_counter() - t0
         rows = history[history["stage"] == stage]
-        slices = float(rows["slices_per_epoch"].iloc[0])
         # history records the mean seconds per epoch; the first epoch's compile is in it
-        seconds = float(rows["seconds"].iloc[0]) * len(rows)
-        result["slices_per_s"][stage] = slices * len(rows) / seconds
+        result["slices_per_s"][stage] = float(rows["slices_per_epoch"].iloc[0]) / float(rows["seconds"].iloc[0])
         lits = float(stats[column].sum()) / planes * LITS_PLANES_TOTAL * fit_share
         result["lits_epoch_slices"][stage] = lits
-        result["one_model_h"][stage] = lits * full_epochs / result["slices_per_s"][stage] / 3600
+        result["one_model_h"][stage] = lits * paper["train"]["epochs"] / result["slices_per_s"][stage] / 3600
     result["paper_run_h"] = paper["folds"] * sum(result["one_model_h"].values())
     result["paper_one_model_h_gtx960"] = PAPER_ONE_MODEL_H
     result["seconds"] = time.perf_counter() - started

@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from liverlib.bench.cache import sample_peak_rss
+from liverlib.bench.cache import child_env, sample_peak_rss
 from liverlib.bench.sizes import Log, significant, stderr_log
 from liverlib.cpu import cpu_info
 
@@ -78,7 +78,6 @@ def _step(step: str, data_dir: str, work_dir: str) -> dict:
 
     cases = discover(data_dir)
     work = Path(work_dir)
-    seconds: dict[int, float] = {}
     if step == "cache":
         from liverlib.data.cache import build_cache
 
@@ -107,6 +106,7 @@ def _step(step: str, data_dir: str, work_dir: str) -> dict:
         from liverlib.runfolder import RunFolder
 
         run = RunFolder(work / "run")
+        seconds: dict[int, float] = {}
         for files in cases:
             start = time.perf_counter()
             score_pair(files.case_id, run.prediction(files.case_id, 1), files.label)
@@ -117,11 +117,7 @@ def _step(step: str, data_dir: str, work_dir: str) -> dict:
 
 def _run_step(step: str, data_dir: Path, work_dir: Path) -> dict:
     """:func:`_step` in a fresh Python process; its figures plus ``peak_rss_mb`` and ``wall_s``."""
-    import liverlib
-
-    env = dict(os.environ)
-    package_root = str(Path(liverlib.__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    env = child_env()
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     command = [sys.executable, "-m", "liverlib.bench.scale", step, str(data_dir), str(work_dir)]
     start = time.perf_counter()
@@ -147,7 +143,6 @@ def bench_scale(work_dir: Path, cases=SCALE_CASES, log: Log = stderr_log) -> dic
     started = time.perf_counter()
     source = work_dir / "phantoms"
     phantoms = write_scale_cases(source, cases, log)
-    planes = {row["case"]: row["shape"][0] for row in phantoms}
     result: dict[str, Any] = {"phantoms": phantoms}
     for name, ids in (("one_case", [0]), ("four_cases", list(range(len(cases))))):
         data_dir = work_dir / name / "data"
@@ -158,7 +153,7 @@ def bench_scale(work_dir: Path, cases=SCALE_CASES, log: Log = stderr_log) -> dic
             log(f"scale: {name}: {step}: {steps[step]['wall_s']:.1f} s, peak RSS {steps[step]['peak_rss_mb']:.0f} MB")
         result[name] = steps
     four = result["four_cases"]
-    n_planes = sum(planes.values())
+    n_planes = sum(row["shape"][0] for row in phantoms)
     per_plane = {
         "cache": four["cache"]["seconds"] / n_planes,
         "predict": sum(r["seconds"] for r in four["predict"]["cases"]) / n_planes,

@@ -39,7 +39,6 @@ _CROP_P = 0.25  # share of images cropped around the liver
 _CUT_P = 0.15  # share of the others with the body cut by the field's edge (large patient, small field)
 _BAND_MM = 10.0  # the artefact patterns change once per band of planes this thick
 # LiTS (Bilic et al. 2023): 512 x 512 planes of 0.55-1.0 mm pixels, 0.7-5 mm apart, 74-987 planes a volume
-LITS_SIZE = 512
 LITS_PIXEL_MM = (0.55, 1.0)
 LITS_PLANES = (74, 987)
 LITS_SPACINGS = (0.7, 0.8, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0)

@@ -13,6 +13,7 @@ from liverlib.config import defaults, resolve
 from liverlib.data import load_image, load_label
 from liverlib.inference import crf
 from liverlib.inference.crf import crf_refine, pairwise_features
+from liverlib.inference.crf_grid import block_mean, plane_factor, upsample
 from liverlib.inference.labels import lesions_in_liver, refine_labels
 
 SHAPE = (24, 48, 48)
@@ -245,6 +246,44 @@ def test_grid_mm_runs_the_crf_on_a_coarser_in_plane_grid(monkeypatch):
     seen.clear()
     refine_labels(image, liver_prob, lesion_prob, fine, grid_mm=2.0, lesion_grid_mm=1.0)
     assert [spacing for _, spacing in seen] == [(2.0, 2.0, 2.0), (2.0, 1.0, 1.0)]
+
+
+def test_block_mean_and_upsample_through_the_planes():
+    # 5 planes, 2 planes a block: (0, 1), (2, 3), (4, 4 edge-padded); back by linear interpolation
+    # between block centres, held at the ends. Voxel [0, 0] of plane z is 4 z.
+    a = np.arange(20, dtype=np.float32).reshape(5, 2, 2)
+    coarse = block_mean(a, 1, 2)
+    np.testing.assert_array_equal(coarse[:, 0, 0], [2.0, 10.0, 16.0])
+    np.testing.assert_array_equal(upsample(coarse, 1, a.shape, 2)[:, 0, 0], [2.0, 4.0, 8.0, 11.5, 14.5])
+    # in-plane and through-plane together: one 2 x 2 x 2 block is the mean of its 8 voxels
+    np.testing.assert_array_equal(block_mean(a[:4], 2, 2)[:, 0, 0], [a[:2].mean(), a[2:4].mean()])
+    assert plane_factor((0.7, 0.8, 0.8), 3.0) == 4 and plane_factor((2.5, 0.8, 0.8), 3.0) == 1
+    assert plane_factor((0.7, 0.8, 0.8), 0.0) == 1 and plane_factor((0.8, 0.8), 3.0) == 1  # off; 2-D
+
+
+def test_grid_z_mm_runs_the_liver_crf_on_fewer_planes(monkeypatch):
+    # 0.5 mm planes: grid_z_mm=1.5 averages 3 planes (1.5 mm), 3 times fewer voxels.
+    image, prob, mask = noisy_case(seed=8, centre_shift=(0, 3, -2))
+    thin = (0.5, 1.0, 1.0)
+    seen = []
+    original = crf._mean_field
+    monkeypatch.setattr(crf, "_mean_field", lambda image, probs, spacing, *a: seen.append((image.shape, spacing))
+                        or original(image, probs, spacing, *a))  # fmt: skip
+    box = (slice(None),) * 3
+    full = crf_refine(image, prob, thin, roi=box)
+    coarse, q = crf_refine(image, prob, thin, roi=box, grid_z_mm=1.5, return_prob=True)
+    assert seen == [(SHAPE, thin), ((SHAPE[0] // 3, 48, 48), (1.5, 1.0, 1.0))]
+    assert coarse.shape == SHAPE and q.shape == SHAPE
+    assert dice(coarse, full) > 0.9 and dice(coarse, mask) > dice(prob >= 0.5, mask) + 0.1
+    np.testing.assert_array_equal(coarse, q >= 0.5)
+    np.testing.assert_array_equal(crf_refine(image, prob, thin, roi=box, grid_z_mm=0.9), full)
+    with pytest.raises(ValueError, match="grid_z_mm"):
+        crf_refine(image, prob, thin, grid_z_mm=-1.0)
+    # refine_labels coarsens the liver CRF's planes only: the lesion CRF keeps every plane.
+    image, liver_prob, lesion_prob, *_ = lesion_case(seed=4)
+    seen.clear()
+    refine_labels(image, liver_prob, lesion_prob, thin, grid_mm=0.0, lesion_grid_mm=0.0, grid_z_mm=1.5)
+    assert [spacing for _, spacing in seen] == [(1.5, 1.0, 1.0), (0.5, 1.0, 1.0)]
 
 
 @pytest.mark.parametrize(

@@ -32,7 +32,7 @@ import pydensecrf.densecrf as dcrf
 from pydensecrf.utils import unary_from_softmax
 
 from liverlib.config import defaults
-from liverlib.inference.crf_grid import block_mean, downsample_factor, grid_factor, upsample
+from liverlib.inference.crf_grid import block_mean, downsample_factor, grid_factor, plane_factor, upsample
 from liverlib.transforms.morphology import bounding_box
 
 #: Christ et al. 2016's liver CRF (their public code, mbickel/DenseInferenceWrapper) in mm and HU; for comparison.
@@ -267,20 +267,26 @@ def _box_inputs(image, prob, box: Roi, multiclass: bool):
     return image_box, np.asarray(prob[index], dtype=np.float32)
 
 
-def _box_marginals(image, prob, box: Roi, spacing, multiclass: bool, *, threshold, clip, max_voxels, grid_mm, kernels):
+def _box_marginals(image, prob, box: Roi, spacing, multiclass: bool, *, threshold, clip, max_voxels, grid_mm,
+                   grid_z_mm, kernels):
     """CRF marginals on ``box``: ``(n_labels, ...)``, or the foreground's alone for binary input.
 
     The box is block-averaged in-plane to ``grid_mm`` or to fit ``max_voxels``,
-    and the marginals are interpolated back to it. Binary input resamples one
-    channel each way (background is one minus foreground).
+    and through-plane to ``grid_z_mm``, and the marginals are interpolated back
+    to it. Binary input resamples one channel each way (background is one minus foreground).
     """
     image_box, prob_box = _box_inputs(image, prob, box, multiclass)
     box_shape = image_box.shape
-    factor = max(downsample_factor(box_shape, max_voxels), grid_factor(spacing, grid_mm))
-    if factor > 1:
-        image_box = block_mean(image_box, factor)
-        prob_box = block_mean(prob_box, factor)
+    fz = plane_factor(spacing, grid_z_mm) if image_box.ndim == 3 else 1
+    planes = math.ceil(box_shape[0] / fz) if fz > 1 else None
+    coarse_shape = box_shape if planes is None else (planes,) + box_shape[1:]
+    factor = max(downsample_factor(coarse_shape, max_voxels), grid_factor(spacing, grid_mm))
+    if factor > 1 or fz > 1:
+        image_box = block_mean(image_box, factor, fz)
+        prob_box = block_mean(prob_box, factor, fz)
         spacing = spacing[:-2] + (spacing[-2] * factor, spacing[-1] * factor)
+        if fz > 1:
+            spacing = spacing[:-3] + (spacing[-3] * fz,) + spacing[-2:]
     log_prior = None
     if not multiclass:
         prob_box = np.stack([1 - prob_box, prob_box])
@@ -303,7 +309,7 @@ def _box_marginals(image, prob, box: Roi, spacing, multiclass: bool, *, threshol
     del image_box, prob_box
     if not multiclass:
         q = q[1]
-    return upsample(q, factor, box_shape[-2:]) if factor > 1 else q
+    return upsample(q, factor, box_shape, fz) if factor > 1 or fz > 1 else q
 
 
 def _result(labels, prob, multiclass: bool, return_prob: bool, q_box=None, box: Roi | None = None):
@@ -334,6 +340,7 @@ def crf_refine(
     clip: float = CLIP,
     max_voxels: int = MAX_VOXELS,
     grid_mm: float = 0.0,
+    grid_z_mm: float = 0.0,
     return_prob: bool = False,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Refine a probability volume with a 3D fully connected CRF; return the MAP labels.
@@ -384,6 +391,10 @@ def crf_refine(
         ``grid_mm`` (a 0.8 mm scan runs at 1.6 mm for ``grid_mm=2``), and the
         marginals are interpolated back linearly. The cost falls with the
         square of the factor. 0 (default) keeps the scan's own grid.
+    grid_z_mm : float
+        The same through the planes: the box is block-averaged over the largest
+        number of neighbouring planes that stay within ``grid_z_mm`` (a 0.7 mm
+        scan runs on 2.8 mm planes for ``grid_z_mm=3``). 0 (default) keeps every plane.
     return_prob : bool
         Also return the CRF's marginal probability: foreground for binary input,
         ``(n_classes, ...)`` for multi-class, equal to ``prob`` outside the box.
@@ -421,6 +432,7 @@ def crf_refine(
     )
     roi_margin_mm = _check_settings(roi_margin_mm, threshold, roi_threshold, clip, max_voxels)
     grid_mm = _check_positive("grid_mm", grid_mm, allow_zero=True)
+    grid_z_mm = _check_positive("grid_z_mm", grid_z_mm, allow_zero=True)
     _check_probabilities(prob)
 
     labels = (np.argmax(prob, axis=0) if multiclass else prob >= threshold).astype(np.uint8)
@@ -434,7 +446,7 @@ def crf_refine(
         box = _check_roi(roi, image.shape)
     q = _box_marginals(
         image, prob, box, spacing, multiclass, threshold=threshold, clip=clip, max_voxels=max_voxels, grid_mm=grid_mm,
-        kernels=kernels,
+        grid_z_mm=grid_z_mm, kernels=kernels,
     )
     # Binary: q is the foreground marginal; the two marginals sum to 1.
     labels[box] = np.argmax(q, axis=0) if multiclass else q >= 0.5

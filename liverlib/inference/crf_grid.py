@@ -1,4 +1,4 @@
-"""The CRF's grid: in-plane factors for a coarser grid, block averaging to it and linear interpolation back."""
+"""The CRF's grid: in-plane and through-plane factors for a coarser grid, block averaging to it and linear interpolation back."""
 
 from __future__ import annotations
 
@@ -6,11 +6,22 @@ import math
 
 import numpy as np
 
-__all__ = ["block_mean", "upsample", "grid_factor", "downsample_factor"]
+__all__ = ["block_mean", "upsample", "grid_factor", "plane_factor", "downsample_factor"]
 
 
-def block_mean(array: np.ndarray, factor: int) -> np.ndarray:
-    """Mean over ``factor`` x ``factor`` blocks of the last two axes (edge-padded)."""
+def block_mean(array: np.ndarray, factor: int, plane_factor: int = 1) -> np.ndarray:
+    """Mean over ``factor`` x ``factor`` blocks of the last two axes, and ``plane_factor`` planes of the third-last (edge-padded)."""
+    if plane_factor > 1:
+        if array.ndim < 3:
+            raise ValueError(f"plane_factor needs (..., plane, row, column) arrays, got shape {array.shape}")
+        planes = array.shape[-3]
+        pad = (-planes) % plane_factor
+        if pad:
+            array = np.pad(array, [(0, 0)] * (array.ndim - 3) + [(0, pad), (0, 0), (0, 0)], mode="edge")
+        shape = array.shape[:-3] + (array.shape[-3] // plane_factor, plane_factor) + array.shape[-2:]
+        array = array.reshape(shape).mean(axis=-3, dtype=np.float32)
+    if factor == 1:
+        return np.asarray(array, np.float32)
     rows, cols = array.shape[-2:]
     pad_r, pad_c = (-rows) % factor, (-cols) % factor
     if pad_r or pad_c:
@@ -38,10 +49,15 @@ def _upsample_axis(array: np.ndarray, axis: int, factor: int, size: int) -> np.n
     return out
 
 
-def upsample(array: np.ndarray, factor: int, shape: tuple[int, int]) -> np.ndarray:
-    """Linear interpolation of the last two axes from a ``factor`` times coarser grid back to ``shape``."""
-    out = _upsample_axis(array, array.ndim - 2, factor, shape[0])
-    return _upsample_axis(out, array.ndim - 1, factor, shape[1])
+def upsample(array: np.ndarray, factor: int, shape: tuple[int, ...], plane_factor: int = 1) -> np.ndarray:
+    """Linear interpolation back from :func:`block_mean`'s grid to ``shape`` (rows, columns), or (planes, rows, columns)."""
+    out = array
+    if plane_factor > 1:
+        out = _upsample_axis(out, array.ndim - 3, plane_factor, shape[-3])
+    if factor > 1:
+        out = _upsample_axis(out, array.ndim - 2, factor, shape[-2])
+        out = _upsample_axis(out, array.ndim - 1, factor, shape[-1])
+    return out
 
 
 def grid_factor(spacing: tuple[float, ...], grid_mm: float) -> int:
@@ -55,6 +71,19 @@ def grid_factor(spacing: tuple[float, ...], grid_mm: float) -> int:
     if grid_mm <= 0:
         return 1
     return max(1, int(math.floor(grid_mm / max(spacing[-2], spacing[-1]) + 1e-6)))
+
+
+def plane_factor(spacing: tuple[float, ...], grid_mm: float) -> int:
+    """Largest through-plane factor whose coarse planes stay within ``grid_mm`` apart (1 if none, or for 2-D).
+
+    Examples
+    --------
+    >>> plane_factor((0.7, 0.8, 0.8), 3.0), plane_factor((1.25, 0.5, 0.5), 3.0), plane_factor((2.5, 0.8, 0.8), 3.0)
+    (4, 2, 1)
+    """
+    if grid_mm <= 0 or len(spacing) < 3:
+        return 1
+    return max(1, int(math.floor(grid_mm / spacing[-3] + 1e-6)))
 
 
 def downsample_factor(shape: tuple[int, ...], max_voxels: int) -> int:

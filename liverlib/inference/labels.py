@@ -36,6 +36,7 @@ def refine_labels(
     lesion_bilateral_sigma_mm: float | None = None,
     grid_mm: float | None = None,
     lesion_grid_mm: float | None = None,
+    grid_z_mm: float | None = None,
     *,
     threshold: float = 0.5,
     roi_margin_mm: float = ROI_MARGIN_MM,
@@ -86,6 +87,9 @@ def refine_labels(
     grid_mm, lesion_grid_mm : float, optional
         Coarsest in-plane grid (mm) of the liver CRF and of the lesion CRF
         (see :func:`~liverlib.inference.crf.crf_refine`); 0 keeps the scan's grid.
+    grid_z_mm : float, optional
+        Coarsest through-plane grid (mm) of the liver CRF; 0 keeps every plane. The lesion
+        CRF keeps every plane: a lesion of 5 mm spans only a few.
     threshold, roi_margin_mm, max_voxels
         See :func:`~liverlib.inference.crf.crf_refine`.
 
@@ -117,6 +121,7 @@ def refine_labels(
         lesion_bilateral_sigma_mm=lesion_bilateral_sigma_mm,
         grid_mm=grid_mm,
         lesion_grid_mm=lesion_grid_mm,
+        grid_z_mm=grid_z_mm,
     )
     if not 0 < threshold < 1:
         raise ValueError(f"threshold must lie in (0, 1), got {threshold}")
@@ -135,7 +140,7 @@ def refine_labels(
     )
     liver = crf_refine(
         image, liver_prob, spacing, pos_sigma_mm=p["pos_sigma_mm"], bilateral_sigma_mm=p["bilateral_sigma_mm"],
-        grid_mm=p["grid_mm"], **shared
+        grid_mm=p["grid_mm"], grid_z_mm=p["grid_z_mm"], **shared
     ).astype(bool)
     # Lesions may lie where the CRF or the network puts liver: the liver CRF's appearance
     # kernel can carve a hypodense lesion's rim out of the liver, and the lesion CRF puts it back.

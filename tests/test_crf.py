@@ -222,14 +222,20 @@ def test_large_boxes_are_downsampled_in_plane():
         crf_refine(image, prob, SPACING, roi=(slice(None),) * 3, max_voxels=SHAPE[0] - 1)
 
 
-def test_grid_mm_runs_the_crf_on_a_coarser_in_plane_grid(monkeypatch):
-    # 0.5 mm in-plane: grid_mm=2 block-averages 4 x 4 voxels (2 mm), 16 times fewer voxels.
-    image, prob, mask = noisy_case(seed=8, centre_shift=(0, 3, -2))
-    fine = (2.0, 0.5, 0.5)
+def mean_field_grids(monkeypatch) -> list:
+    """The (shape, spacing) of every grid the CRF's mean field runs on from now on in this test."""
     seen = []
     original = crf._mean_field
     monkeypatch.setattr(crf, "_mean_field", lambda image, probs, spacing, *a: seen.append((image.shape, spacing))
                         or original(image, probs, spacing, *a))  # fmt: skip
+    return seen
+
+
+def test_grid_mm_runs_the_crf_on_a_coarser_in_plane_grid(monkeypatch):
+    # 0.5 mm in-plane: grid_mm=2 block-averages 4 x 4 voxels (2 mm), 16 times fewer voxels.
+    image, prob, mask = noisy_case(seed=8, centre_shift=(0, 3, -2))
+    fine = (2.0, 0.5, 0.5)
+    seen = mean_field_grids(monkeypatch)
     box = (slice(None),) * 3
     full = crf_refine(image, prob, fine, roi=box)
     coarse, q = crf_refine(image, prob, fine, roi=box, grid_mm=2.0, return_prob=True)
@@ -265,10 +271,7 @@ def test_grid_z_mm_runs_the_liver_crf_on_fewer_planes(monkeypatch):
     # 0.5 mm planes: grid_z_mm=1.5 averages 3 planes (1.5 mm), 3 times fewer voxels.
     image, prob, mask = noisy_case(seed=8, centre_shift=(0, 3, -2))
     thin = (0.5, 1.0, 1.0)
-    seen = []
-    original = crf._mean_field
-    monkeypatch.setattr(crf, "_mean_field", lambda image, probs, spacing, *a: seen.append((image.shape, spacing))
-                        or original(image, probs, spacing, *a))  # fmt: skip
+    seen = mean_field_grids(monkeypatch)
     box = (slice(None),) * 3
     full = crf_refine(image, prob, thin, roi=box)
     coarse, q = crf_refine(image, prob, thin, roi=box, grid_z_mm=1.5, return_prob=True)

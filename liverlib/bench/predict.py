@@ -98,8 +98,8 @@ def _perfect_probabilities(phantom, cfg: dict) -> tuple[np.ndarray, np.ndarray, 
     size = int(cfg["preprocess"]["size"])
     shape = phantom.image.shape[1:]
     liver = (phantom.label > 0).astype(np.float32)
-    liver_small = transforms.resize_slices(liver, size)
-    liver_prob = transforms.resize_back(liver_small, shape)
+    liver_small = transforms.resize_slices(transforms.pad_square(liver, 0.0), size)
+    liver_prob = transforms.stage1_to_image(liver_small, shape)
     np.clip(liver_prob, 0.0, 1.0, out=liver_prob)
     lesion_prob = np.zeros(phantom.image.shape, np.float32)
     if liver.any():

@@ -73,7 +73,7 @@ from liverlib.transforms import Roi, preprocess_case
 
 __all__ = ["SliceCache", "build_cache", "cache_key", "normalize_config", "source_fingerprint"]
 
-FORMAT_VERSION = 2  # 2: padding outside the field of view becomes air (preprocess.fill_padding)
+FORMAT_VERSION = 3  # 2: padding outside the field of view becomes air (preprocess.fill_padding); 3: stage 1 pads non-square slices to squares
 MANIFEST = "manifest.json"
 ARRAYS = ("stage1_x", "stage1_y", "stage1_z", "stage2_x", "stage2_y", "stage2_z", "roi")
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip entry can carry: no build time in the bytes

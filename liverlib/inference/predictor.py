@@ -4,12 +4,12 @@ One CT volume (canonical ``(plane, row, column)`` HU, see :mod:`liverlib.data`)
 goes through the paper's steps (v)-(vii):
 
 1. **Stage 1, liver.** Every plane is preprocessed exactly as in training
-   (:func:`liverlib.transforms.prepare_volume_stage1`: HU window, resize to
-   96 x 96, histogram equalization), scaled to [0, 1] as ``gray / (levels - 1)``
+   (:func:`liverlib.transforms.prepare_volume_stage1`: HU window, a non-square
+   slice padded with air to a square, resize to 96 x 96, histogram equalization), scaled to [0, 1] as ``gray / (levels - 1)``
    (as :class:`liverlib.data.dataset.SliceDataset` does), and segmented by the
    liver network; an ensemble of folds gives the mean of its probabilities.
    The 96 x 96 probabilities are resampled back to the image grid
-   (:func:`liverlib.transforms.resize_back`).
+   (:func:`liverlib.transforms.stage1_to_image`).
 2. **Largest component.** The liver is thresholded and only its largest 3-D
    connected component is kept (``predict.largest_component``): a liver is one
    organ, and small bright blobs elsewhere (spleen, heart) are the typical false
@@ -200,7 +200,7 @@ def liver_probability(
         with _timed(timings, "network"):
             small = predict_slices(liver_models, x, batch_size)
         with _timed(timings, "resample"):
-            back = transforms.resize_back(small, image.shape[1:])
+            back = transforms.stage1_to_image(small, image.shape[1:])
         prob[planes] = back
     return np.clip(prob, 0.0, 1.0, out=prob)  # linear resampling may overshoot 1 by float round-off
 

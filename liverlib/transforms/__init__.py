@@ -15,6 +15,7 @@ from liverlib.transforms.pipeline import (
     prepare_volume_stage2,
     preprocess_case,
     select_slices,
+    stage1_to_image,
     stage2_to_volume,
 )
 from liverlib.transforms.spatial import (
@@ -22,9 +23,11 @@ from liverlib.transforms.spatial import (
     Roi,
     crop,
     liver_roi,
+    pad_square,
     paste,
     resize_back,
     resize_slices,
+    square_box,
 )
 
 __all__ = [
@@ -38,6 +41,7 @@ __all__ = [
     "fill_padding",
     "image_options",
     "liver_roi",
+    "pad_square",
     "paste",
     "prepare_slices",
     "prepare_volume_stage1",
@@ -46,6 +50,8 @@ __all__ = [
     "resize_back",
     "resize_slices",
     "select_slices",
+    "square_box",
+    "stage1_to_image",
     "stage2_to_volume",
     "window",
 ]

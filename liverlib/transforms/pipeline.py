@@ -17,13 +17,14 @@ before it :func:`fill_padding` turns padding that the window would keep (0 HU
 outside the field of view) into air.
 
 Stage 1 (liver) sees whole slices, resized as they are (LiTS slices are square,
-512 x 512; a non-square slice is stretched, and :func:`resize_back` undoes that
-exactly). Stage 2 (lesion) sees the liver region of
+512 x 512); a non-square slice is first padded with air to a square
+(:func:`~liverlib.transforms.spatial.pad_square`), so that its anatomy keeps its
+proportions, and :func:`stage1_to_image` maps the probabilities back. Stage 2 (lesion) sees the liver region of
 interest (:func:`liver_roi`) cropped from the windowed slice, resized and
 equalized the same way, so its histogram is the one of the liver and its
 surroundings. At inference :func:`prepare_volume_stage1` and
 :func:`prepare_volume_stage2` run the very same functions on an unlabeled volume,
-and :func:`resize_back` / :func:`paste` / :func:`stage2_to_volume` map the 96 x 96
+and :func:`stage1_to_image` / :func:`stage2_to_volume` map the 96 x 96
 probabilities back onto the original grid.
 """
 
@@ -34,6 +35,7 @@ from typing import Sequence
 import numpy as np
 
 from liverlib.transforms.intensity import (
+    AIR_HU,
     HU_WINDOW,
     check_levels,
     check_window,
@@ -48,9 +50,11 @@ from liverlib.transforms.spatial import (
     crop,
     liver_roi,
     nearest_planes,
+    pad_square,
     paste,
     resize_back,
     resize_slices,
+    square_box,
 )
 
 __all__ = [
@@ -60,6 +64,7 @@ __all__ = [
     "prepare_volume_stage2",
     "preprocess_case",
     "select_slices",
+    "stage1_to_image",
     "stage2_to_volume",
 ]
 
@@ -198,12 +203,18 @@ def prepare_volume_stage1(
     Returns
     -------
     ndarray of uint8, shape (planes, size, size). Map the liver probabilities back
-    with ``resize_back(prob, image.shape[1:])``.
+    with :func:`stage1_to_image`.
     """
     image = np.asarray(image)
     if image.ndim != 3:
         raise ValueError(f"expected a (planes, rows, columns) volume, got shape {image.shape}")
-    return prepare_slices(fill_padding(image, hu_window), hu_window, size, levels, equalize)
+    return prepare_slices(pad_square(fill_padding(image, hu_window), AIR_HU), hu_window, size, levels, equalize)
+
+
+def stage1_to_image(prob: np.ndarray, shape: Sequence[int], order: int = 1) -> np.ndarray:
+    """Stage-1 outputs (planes, size, size) back onto slices of in-plane ``shape`` (inverse of the square padding and resize)."""
+    box = square_box(shape)
+    return np.ascontiguousarray(crop(resize_back(prob, box.shape, order), box))
 
 
 def prepare_volume_stage2(
@@ -305,8 +316,8 @@ def preprocess_case(
     opts = dict(hu_window=hu_window, size=size, levels=levels, equalize=equalize)
     rng = np.random.default_rng([_SELECT_SEED, int(case.case_id)])
     z1 = select_slices(label, 1, negative_fraction, rng)
-    x1 = prepare_slices(image[z1], **opts)
-    y1 = (nearest_planes(label, z1, size) > 0).view(np.uint8)
+    x1 = prepare_slices(pad_square(image[z1], AIR_HU), **opts)
+    y1 = (nearest_planes(pad_square(label, 0), z1, size) > 0).view(np.uint8)
 
     z2 = select_slices(label, 2)
     if z2.size:

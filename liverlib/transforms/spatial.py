@@ -246,3 +246,31 @@ def paste(stack: np.ndarray, roi: Roi, shape: Sequence[int] | None = None, fill:
     out = np.full(shape, fill, dtype=stack.dtype)
     out[..., roi.row0 : roi.row1, roi.col0 : roi.col1] = stack
     return out
+
+
+def square_box(shape: Sequence[int]) -> Roi:
+    """Where a slice of in-plane ``shape`` lies on the square it is padded to: centred, side the longer one.
+
+    Examples
+    --------
+    >>> square_box((60, 90))
+    Roi(row0=15, row1=75, col0=0, col1=90, shape=(90, 90))
+    """
+    rows, cols = (int(s) for s in tuple(shape)[-2:])
+    side = max(rows, cols)
+    row0, col0 = (side - rows) // 2, (side - cols) // 2
+    return Roi(row0, row0 + rows, col0, col0 + cols, (side, side))
+
+
+def pad_square(stack: np.ndarray, fill: Any) -> np.ndarray:
+    """The slices centred on squares with ``fill`` around them (:func:`square_box`); square slices as they are.
+
+    Stage 1 sees whole slices: a non-square field of view (a crop around the liver, a
+    resampled export) padded so, not stretched, keeps the anatomy's proportions, which the
+    square training slices (LiTS, the phantoms) taught. Pixels are taken as square.
+    """
+    stack = np.asarray(stack)
+    box = square_box(stack.shape)
+    if tuple(box.shape) == tuple(stack.shape[-2:]):
+        return stack
+    return paste(stack, box, fill=fill)

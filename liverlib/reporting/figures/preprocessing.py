@@ -84,9 +84,10 @@ def preprocessing_steps(case, preprocess_cfg: dict | None = None, plane: int | N
         raw=raw,
         label=label[z],
         windowed=windowed,
-        resized=transforms.resize_slices(windowed, cfg["size"]),
-        equalized=transforms.prepare_slices(raw[None], **options)[0],
-        label_resized=transforms.resize_slices(label[z], cfg["size"], order=0),
+        # stage 1 pads a non-square slice to a square with air (the window's low end once windowed)
+        resized=transforms.resize_slices(transforms.pad_square(windowed, float(cfg["hu_window"][0])), cfg["size"]),
+        equalized=transforms.prepare_slices(transforms.pad_square(raw[None], transforms.AIR_HU), **options)[0],
+        label_resized=transforms.resize_slices(transforms.pad_square(label[z], 0), cfg["size"], order=0),
         roi=roi,
         roi_resized=transforms.resize_slices(roi_windowed, cfg["size"]),
         roi_equalized=transforms.prepare_slices(transforms.crop(raw, roi)[None], **options)[0],

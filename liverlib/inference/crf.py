@@ -278,8 +278,7 @@ def _box_marginals(image, prob, box: Roi, spacing, multiclass: bool, *, threshol
     image_box, prob_box = _box_inputs(image, prob, box, multiclass)
     box_shape = image_box.shape
     fz = plane_factor(spacing, grid_z_mm) if image_box.ndim == 3 else 1
-    planes = math.ceil(box_shape[0] / fz) if fz > 1 else None
-    coarse_shape = box_shape if planes is None else (planes,) + box_shape[1:]
+    coarse_shape = (math.ceil(box_shape[0] / fz),) + box_shape[1:] if fz > 1 else box_shape
     factor = max(downsample_factor(coarse_shape, max_voxels), grid_factor(spacing, grid_mm))
     if factor > 1 or fz > 1:
         image_box = block_mean(image_box, factor, fz)

@@ -32,6 +32,26 @@ def test_image_and_mask_get_the_same_transform():
     assert 0.75 < ratio.min() and ratio.max() < 1.3
 
 
+def test_bilinear_warp_equals_scipy_affine_transform():
+    # scipy.ndimage's order-1 affine_transform with a constant-0 border beyond the edge
+    # ("grid-constant") is the reference for the image; the mask is the same sampling > 0.5.
+    from scipy import ndimage
+
+    rng = np.random.default_rng(4)
+    images = rng.random((6, 40, 52), dtype=np.float32)
+    masks = (rng.random((6, 40, 52)) > 0.6).astype(np.float32)
+    affines = random_affines(6, (40, 52), rng, rotation_deg=30.0, scale=(0.7, 1.3), shift=0.3)
+    out_x, out_y = warp_batch(images, masks, affines)
+    inverse = np.linalg.inv(affines[:, :, :2])
+    for i in range(6):
+        offset = -inverse[i] @ affines[i, :, 2]
+        kw = dict(offset=offset, order=1, mode="grid-constant", cval=0.0)
+        np.testing.assert_allclose(out_x[i], ndimage.affine_transform(images[i], inverse[i], **kw), atol=1e-5)
+        reference = ndimage.affine_transform(masks[i], inverse[i], **kw)
+        undecided = np.abs(reference - 0.5) < 1e-5  # float rounding may fall either side of the threshold
+        assert np.array_equal(out_y[i][~undecided], (reference > 0.5)[~undecided])
+
+
 def test_flip_mirrors_about_the_vertical_centre_axis():
     image = np.zeros((40, 96, 96), np.float32)
     image[:, 40:50, 5:15] = 1  # a marker on the left

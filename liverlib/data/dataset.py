@@ -83,8 +83,8 @@ class SliceDataset(keras.utils.PyDataset):
         cache order (a fixed, small validation set); 0 keeps all.
     workers, use_multiprocessing, max_queue_size
         Prefetching by Keras (``PyDataset``). Threads (``use_multiprocessing=False``)
-        are enough: an augmented batch of 32 takes about 13 ms of one core
-        (~2,500 slices/s), far less than a training step.
+        are enough: augmenting a batch costs a few percent of a training step
+        (``pipeline_ratio`` in ``liverlib bench``).
     """
 
     def __init__(

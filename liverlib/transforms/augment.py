@@ -28,6 +28,7 @@ a training step.
 from __future__ import annotations
 
 import functools
+import threading
 from typing import Sequence
 
 import numpy as np
@@ -77,41 +78,107 @@ def _grid(rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
     return r.ravel(), c.ravel()
 
 
+_scratch_store = threading.local()
+
+
+def _scratch(name: str, shape: tuple[int, ...], dtype, zeros: bool = False) -> np.ndarray:
+    """This thread's reusable buffer ``name``, reallocated only when the shape or dtype changes.
+
+    A batch's temporaries are megabytes each; TensorFlow's tf.data sets glibc's
+    ``M_TRIM_THRESHOLD`` to 128 kB, after which every fresh one is new memory to
+    fault in, which tripled the cost of augmenting a batch during training.
+    ``zeros`` zero-fills a new buffer (the padded border stays zero).
+    """
+    store = _scratch_store.__dict__.setdefault("buffers", {})
+    buffer = store.get(name)
+    if buffer is None or buffer.shape != shape or buffer.dtype != dtype:
+        buffer = store[name] = np.zeros(shape, dtype) if zeros else np.empty(shape, dtype)
+    return buffer
+
+
 def _source_coordinates(affines: np.ndarray, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
-    """For every output pixel, the input (row, column) it reads: the inverse map, float32."""
+    """For every output pixel, the input (row, column) it reads: the inverse map, float32 scratch buffers."""
     inv = np.linalg.inv(affines[:, :, :2])
     offset = -(inv @ affines[:, :, 2:])[:, :, 0]
     inv, offset = inv.astype(np.float32), offset.astype(np.float32)
     gr, gc = _grid(rows, cols)
-    r = inv[:, 0, 0, None] * gr + inv[:, 0, 1, None] * gc + offset[:, 0, None]
-    c = inv[:, 1, 0, None] * gr + inv[:, 1, 1, None] * gc + offset[:, 1, None]
-    return r, c
+    shape = (len(affines), rows * cols)
+    term = _scratch("term", shape, np.float32)
+    coordinates = []
+    for axis, name in ((0, "r"), (1, "c")):  # inv[axis, 0] * row + inv[axis, 1] * column + offset[axis]
+        out = np.multiply(inv[:, axis, 0, None], gr, out=_scratch(name, shape, np.float32))
+        out += np.multiply(inv[:, axis, 1, None], gc, out=term)
+        out += offset[:, axis, None]
+        coordinates.append(out)
+    return coordinates[0], coordinates[1]
 
 
-def _bilinear(stack: np.ndarray, r: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """Sample each slice at float (row, column) positions; 0 outside the image.
+def _bilinear_taps(r: np.ndarray, c: np.ndarray, rows: int, cols: int):
+    """Where and how to read float (row, column) positions bilinearly; 0 outside the image.
 
-    The slices are padded with zeros (one row/column before, two after) and the
-    positions clipped to [-1, size], so that every read outside the image lands on
-    the zero border and the edge fades to 0 as with a constant-0 boundary. One
-    flat index serves the four neighbours through shifted views of the data.
+    The slices are read from a copy padded with zeros (one row/column before, two
+    after: :func:`_bilinear`), and the positions are clipped to [-1, size], so
+    every read outside the image lands on the zero border and the edge fades to 0
+    as with a constant-0 boundary. One computation serves an image and its mask.
+    ``r`` and ``c`` are overwritten (they become ``fr`` and ``fc``).
+
+    Returns
+    -------
+    index : intp ndarray, shape (n, rows * columns)
+        Flat index of each position's top-left neighbour in the padded stack.
+    fr, fc : float32 ndarray, same shape
+        The fractional row and column offsets (interpolation weights).
+    """
+    n, width = r.shape[0], cols + 3
+    index = _scratch("index", r.shape, np.intp)
+    column = _scratch("column", r.shape, np.intp)
+    whole = _scratch("floor", r.shape, np.float32)
+    for position, size, target in ((r, rows, index), (c, cols, column)):
+        np.clip(position, -1.0, float(size), out=position)
+        np.floor(position, out=whole)
+        position -= whole
+        np.copyto(target, whole, casting="unsafe")
+    index *= width
+    index += column
+    index += (np.arange(n, dtype=np.intp) * (rows + 3) * width + width + 1)[:, None]
+    return index, r, c
+
+
+def _bilinear(stack: np.ndarray, index: np.ndarray, fr: np.ndarray, fc: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Sample each slice at the positions of :func:`_bilinear_taps` into ``out`` (float32; 0 outside the image).
+
+    One flat index serves the four neighbours through shifted views of the data.
     """
     n, rows, cols = stack.shape
     width = cols + 3
-    padded = np.zeros((n, rows + 3, width), np.float32)
-    padded[:, 1 : rows + 1, 1 : cols + 1] = stack
+    padded = _scratch("padded", (n, rows + 3, width), np.float32, zeros=True)
+    padded[:, 1 : rows + 1, 1 : cols + 1] = stack  # the zero border is never written
     flat = padded.reshape(-1)
-    r = np.clip(r, -1.0, float(rows))
-    c = np.clip(c, -1.0, float(cols))
-    r0, c0 = np.floor(r), np.floor(c)
-    fr, fc = r - r0, c - c0
-    base = (np.arange(n, dtype=np.int64) * (rows + 3) * width + width + 1)[:, None]
-    index = base + r0.astype(np.int64) * width + c0.astype(np.int64)
-    v00, v01 = flat[index], flat[1:][index]
-    v10, v11 = flat[width:][index], flat[width + 1 :][index]
-    top = v00 + fc * (v01 - v00)
-    bottom = v10 + fc * (v11 - v10)
-    return (top + fr * (bottom - top)).reshape(n, rows, cols)
+    taps = [np.take(flat[shift:], index, out=_scratch(f"tap{shift}", index.shape, np.float32), mode="clip")
+            for shift in (0, 1, width, width + 1)]  # fmt: skip
+    top, right, bottom, bottom_right = taps
+    # top + fc * (right - top), the same below, then between the two rows
+    right -= top
+    right *= fc
+    top += right
+    bottom_right -= bottom
+    bottom_right *= fc
+    bottom += bottom_right
+    bottom -= top
+    bottom *= fr
+    np.add(top, bottom, out=out.reshape(index.shape))
+    return out
+
+
+def _nearest(masks: np.ndarray, r: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """Sample each mask at the nearest pixel of float (row, column) positions; 0 outside."""
+    n, rows, cols = masks.shape
+    rn = np.clip(np.floor(r + 0.5), -1, rows).astype(np.int64) + 1
+    cn = np.clip(np.floor(c + 0.5), -1, cols).astype(np.int64) + 1
+    padded = np.zeros((n, rows + 2, cols + 2), masks.dtype)
+    padded[:, 1:-1, 1:-1] = masks
+    base = (np.arange(n, dtype=np.int64) * (rows + 2) * (cols + 2))[:, None]
+    return padded.reshape(-1)[base + rn * (cols + 2) + cn].reshape(n, rows, cols)
 
 
 def warp_batch(images: np.ndarray, masks: np.ndarray | None, affines: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -136,17 +203,14 @@ def warp_batch(images: np.ndarray, masks: np.ndarray | None, affines: np.ndarray
     """
     n, rows, cols = images.shape
     r, c = _source_coordinates(affines, rows, cols)
-    out = _bilinear(images, r, c)
-    if masks is None:
-        return out, None
-    if masks.size and masks.min() >= 0 and masks.max() <= 1 and np.array_equal(masks, masks.astype(bool)):
-        return out, (_bilinear(masks, r, c) > 0.5).astype(masks.dtype)
-    rn = np.clip(np.floor(r + 0.5), -1, rows).astype(np.int64) + 1
-    cn = np.clip(np.floor(c + 0.5), -1, cols).astype(np.int64) + 1
-    padded = np.zeros((n, rows + 2, cols + 2), masks.dtype)
-    padded[:, 1:-1, 1:-1] = masks
-    base = (np.arange(n, dtype=np.int64) * (rows + 2) * (cols + 2))[:, None]
-    return out, padded.reshape(-1)[base + rn * (cols + 2) + cn].reshape(n, rows, cols)
+    binary = masks is not None and masks.size and masks.min() >= 0 and masks.max() <= 1
+    binary = binary and np.array_equal(masks, masks.astype(bool))
+    labels = _nearest(masks, r, c) if masks is not None and not binary else None  # before the taps overwrite r, c
+    taps = _bilinear_taps(r, c, rows, cols)
+    out = _bilinear(images, *taps, out=np.empty((n, rows, cols), np.float32))
+    if binary:
+        labels = (_bilinear(masks, *taps, out=_scratch("mask", (n, rows, cols), np.float32)) > 0.5).astype(masks.dtype)
+    return out, labels
 
 
 def augment_batch(

@@ -5,8 +5,9 @@ goes through the paper's steps (v)-(vii):
 
 1. **Stage 1, liver.** Every plane is preprocessed exactly as in training
    (:func:`liverlib.transforms.prepare_volume_stage1`: HU window, a non-square
-   slice padded with air to a square, resize to 96 x 96, histogram equalization), scaled to [0, 1] as ``gray / (levels - 1)``
-   (as :class:`liverlib.data.dataset.SliceDataset` does), and segmented by the
+   slice padded with air to a square, resize to 96 x 96, histogram equalization),
+   scaled to [0, 1] as ``gray / (levels - 1)`` (as
+   :class:`liverlib.data.dataset.SliceDataset` does), and segmented by the
    liver network; an ensemble of folds gives the mean of its probabilities.
    The 96 x 96 probabilities are resampled back to the image grid
    (:func:`liverlib.transforms.stage1_to_image`).

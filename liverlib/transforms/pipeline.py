@@ -19,8 +19,9 @@ outside the field of view) into air.
 Stage 1 (liver) sees whole slices, resized as they are (LiTS slices are square,
 512 x 512); a non-square slice is first padded with air to a square
 (:func:`~liverlib.transforms.spatial.pad_square`), so that its anatomy keeps its
-proportions, and :func:`stage1_to_image` maps the probabilities back. Stage 2 (lesion) sees the liver region of
-interest (:func:`liver_roi`) cropped from the windowed slice, resized and
+proportions, and :func:`stage1_to_image` maps the probabilities back. Stage 2
+(lesion) sees the liver region of interest (:func:`liver_roi`) cropped from the
+windowed slice, resized and
 equalized the same way, so its histogram is the one of the liver and its
 surroundings. At inference :func:`prepare_volume_stage1` and
 :func:`prepare_volume_stage2` run the very same functions on an unlabeled volume,
@@ -317,7 +318,7 @@ def preprocess_case(
     rng = np.random.default_rng([_SELECT_SEED, int(case.case_id)])
     z1 = select_slices(label, 1, negative_fraction, rng)
     x1 = prepare_slices(pad_square(image[z1], AIR_HU), **opts)
-    y1 = (nearest_planes(pad_square(label, 0), z1, size) > 0).view(np.uint8)
+    y1 = (resize_slices(pad_square(label[z1], 0), size, order=0) > 0).view(np.uint8)  # the planes, not the volume, padded
 
     z2 = select_slices(label, 2)
     if z2.size:

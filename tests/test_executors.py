@@ -12,7 +12,7 @@ import pytest
 from liverlib.config import resolve
 from liverlib.data import splits
 from liverlib.data.sources import dataset_cases
-from liverlib.errors import ConfigError, LiverlibError
+from liverlib.errors import ConfigError, DataError, LiverlibError
 from liverlib.evaluation.run import score_run
 from liverlib.inference import executors
 from liverlib.inference.crossval import predict_cases
@@ -41,10 +41,32 @@ def test_tasks_carry_retries_and_training_asks_for_gpus():
     cfg = resolve("smoke", ["executor.kind=dask", "executor.training_gpus=1", "executor.retries=3"])
     client = Recorder()
     executors.submit(client, print, "run", 3, name="train-liver-fold-3", cfg=cfg, training=True)
-    assert client.args == ("run", 3) and client.kwargs["resources"] == {"GPU": 1} and client.kwargs["retries"] == 3
+    assert client.args == (print, "run", 3) and client.kwargs["resources"] == {"GPU": 1} and client.kwargs["retries"] == 3
     assert client.kwargs["key"].startswith("train-liver-fold-3-") and client.kwargs["pure"] is False
     executors.submit(client, print, name="predict-case-1", cfg=cfg)
     assert client.kwargs["resources"] is None  # only training needs a GPU
+
+
+def _count_and_raise(counter: str, error: Exception):
+    with open(counter, "a") as f:
+        f.write("x")
+    raise error
+
+
+def test_bad_input_is_not_retried_but_other_failures_are(tmp_path):
+    cfg = resolve("smoke", ["executor.kind=dask", "executor.retries=3"])
+    bad, flaky = tmp_path / "bad-calls", tmp_path / "flaky-calls"
+    with distributed.Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=None) as client:
+        first = executors.submit(client, _count_and_raise, str(bad), DataError("not a NIfTI file", "case_3.nii.gz"),
+                                 name="predict-case-3", cfg=cfg)
+        after = executors.submit(client, len, first, name="score-case-3", cfg=cfg)  # depends on the bad one
+        with pytest.raises(DataError, match=r"^case_3.nii.gz: not a NIfTI file$"):
+            list(executors.results([after]))
+        with pytest.raises(RuntimeError, match="worker hiccup"):
+            list(executors.results([executors.submit(client, _count_and_raise, str(flaky),
+                                                     RuntimeError("worker hiccup"), name="flaky", cfg=cfg)]))
+    assert bad.read_text() == "x"  # once: rerunning cannot mend a file
+    assert flaky.read_text() == "xxxx"  # once and 3 retries
 
 
 def test_unreachable_scheduler_is_one_clear_line(monkeypatch):

@@ -18,7 +18,9 @@ rerun of the whole step skips what is complete. On a cluster the run folder
 and the cache (``LIVERLIB_CACHE``) must lie on a filesystem that every worker
 sees at the same path. Training tasks ask for ``training_gpus`` units of a
 ``GPU`` resource, so that workers started with ``--resources GPU=1`` train one
-fold at a time each.
+fold at a time each. Dask reruns a task that raised, up to ``retries`` times,
+except for bad input (a ``LiverlibError``): rerunning cannot mend a file, so
+that error reaches the caller at once, as with the local executor.
 """
 
 from __future__ import annotations
@@ -95,16 +97,35 @@ def dask_client(cfg: dict) -> Iterator["distributed.Client"]:  # noqa: F821
         yield client
 
 
+class _BadInput:
+    """A task's ``LiverlibError``, returned rather than raised so that Dask does not rerun the task."""
+
+    def __init__(self, error: LiverlibError):
+        self.error = error
+
+
+def _run_task(function: Callable, *args):
+    """``function(*args)``, its ``LiverlibError`` returned as :class:`_BadInput`; one given as an argument is passed on."""
+    failed = next((arg for arg in args if isinstance(arg, _BadInput)), None)
+    if failed is not None:  # a task this one depends on had bad input
+        return failed
+    try:
+        return function(*args)
+    except LiverlibError as exc:
+        return _BadInput(exc)
+
+
 def submit(client, function: Callable, *args, name: str, cfg: dict, training: bool = False):
     """Submit ``function(*args)`` as the task ``name``, with the run's retries (and GPU need, for training).
 
     ``name`` says what the task does (``"train-liver-fold-3"``); a random
     suffix keeps two runs on one cluster apart. Arguments may be other
-    tasks' futures.
+    tasks' futures. A ``LiverlibError`` is not retried: :func:`results`
+    raises it.
     """
     settings = executor_settings(cfg)
     gpus = int(settings["training_gpus"]) if training else 0
-    return client.submit(function, *args, key=f"{name}-{uuid.uuid4().hex[:8]}", pure=False, retries=int(settings["retries"]),
+    return client.submit(_run_task, function, *args, key=f"{name}-{uuid.uuid4().hex[:8]}", pure=False, retries=int(settings["retries"]),
                          resources={"GPU": gpus} if gpus else None)
 
 
@@ -113,9 +134,12 @@ def results(futures: Iterable) -> Iterator[Any]:
     distributed = _distributed()
     for future in distributed.as_completed(list(futures)):
         try:
-            yield future.result()
+            result = future.result()
         except distributed.KilledWorker as exc:
             raise LiverlibError(
                 f"Dask task {future.key} lost its worker too often ({exc}); the run folder keeps what is "
                 "complete, so run the step again once the workers are stable"
             ) from None
+        if isinstance(result, _BadInput):
+            raise result.error
+        yield result

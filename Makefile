@@ -30,10 +30,9 @@ lab: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/liverlib bench --out bench.json
 
-# Retrain the model pair shipped in the package (liverlib/pretrained) on the whole default cohort,
-# the liver network on four times the steps (docs/experiments.md, session 15).
+# Retrain the model pair shipped in the package (liverlib/pretrained) on the whole default cohort.
 model: $(STAMP)
-	$(BIN)/python -m liverlib.training.packaged --set train.steps_per_epoch=120 --set lesion_stage.train.steps_per_epoch=30
+	$(BIN)/python -m liverlib.training.packaged
 
 clean-runs:
 	rm -rf runs/
